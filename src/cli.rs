@@ -1,0 +1,348 @@
+//! Command line: clap structs, and their translation into validated configs.
+//!
+//! The Python tool's spellings still work: `tracer -f FEED -k KEY` (no subcommand)
+//! serves, `tracer -d FEED -k KEY` compiles ("dump"), and `-l` may repeat. See
+//! [`rewrite_legacy`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::compile::FeedSpec;
+use crate::feed::Format;
+use crate::indicator::Kind;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Threat-intelligence lookup server for KUMA (CyberTrace protocol)"
+)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `tracer=debug`. Default:
+    /// `info` for serve and compile, `warn` for the other commands.
+    #[arg(long, global = true, env = "TRACER_LOG")]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve lookups over TCP (KUMA `cybertrace` source kind).
+    Serve(ServeArgs),
+    /// Compile one feed into an index file.
+    Compile(CompileArgs),
+    /// Answer indicators from the command line, printing what the server would send.
+    Lookup(LookupArgs),
+    /// Print an index file's header, feeds and counts.
+    Inspect(InspectArgs),
+    /// Write large synthetic feeds (for benchmarks and load tests).
+    Generate(GenerateArgs),
+}
+
+/// `--kind` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Auto,
+    Url,
+    Domain,
+    Ip,
+    Hash,
+    Raw,
+}
+
+impl KindArg {
+    fn kind(self) -> Option<Kind> {
+        match self {
+            KindArg::Auto => None,
+            KindArg::Url => Some(Kind::Url),
+            KindArg::Domain => Some(Kind::Domain),
+            KindArg::Ip => Some(Kind::Ip),
+            KindArg::Hash => Some(Kind::Hash),
+            KindArg::Raw => Some(Kind::Raw),
+        }
+    }
+}
+
+/// Feeds given as source files. Each of `-k`, `--kind`, `--category`, `--records`,
+/// `--format` is given once (applies to every `-f`) or once per `-f`, in order.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FeedArgs {
+    /// Feed file (JSON, NDJSON, CSV, text), compiled in memory at start.
+    #[arg(short = 'f', long = "feed")]
+    pub feeds: Vec<PathBuf>,
+    /// Indicator field of the feed, dotted for nested fields (`files.MD5`).
+    #[arg(short = 'k', long = "key")]
+    pub keys: Vec<String>,
+    #[arg(long = "kind", value_enum)]
+    pub kinds: Vec<KindArg>,
+    /// Category name in answers (default: the file stem).
+    #[arg(long = "category")]
+    pub categories: Vec<String>,
+    /// Path of the records array inside a JSON object (`response.Attribute`).
+    #[arg(long = "records")]
+    pub records: Vec<String>,
+    #[arg(long = "format", value_enum)]
+    pub formats: Vec<Format>,
+    /// Fail on the first malformed row instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Pick the value for feed `i` of `n`: one per feed, or one for all.
+fn per_feed<T: Clone>(name: &str, values: &[T], i: usize, n: usize) -> Result<Option<T>, String> {
+    match values.len() {
+        0 => Ok(None),
+        1 => Ok(Some(values[0].clone())),
+        m if m == n => Ok(Some(values[i].clone())),
+        m => Err(format!(
+            "{m} {name} values for {n} feeds: give one, or one per -f"
+        )),
+    }
+}
+
+impl FeedArgs {
+    pub fn specs(&self) -> Result<Vec<FeedSpec>, String> {
+        let n = self.feeds.len();
+        let mut out = Vec::with_capacity(n);
+        for (i, path) in self.feeds.iter().enumerate() {
+            let key = per_feed("-k", &self.keys, i, n)?
+                .ok_or_else(|| format!("{}: give the indicator field with -k", path.display()))?;
+            let mut spec = FeedSpec::new(path.clone(), key);
+            spec.kind = per_feed("--kind", &self.kinds, i, n)?.and_then(KindArg::kind);
+            spec.category = per_feed("--category", &self.categories, i, n)?;
+            spec.records = per_feed("--records", &self.records, i, n)?;
+            spec.format = per_feed("--format", &self.formats, i, n)?;
+            out.push(spec);
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IoMode {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub feeds: FeedArgs,
+    /// Compiled index file (memory-mapped); may repeat.
+    #[arg(short = 'l', long = "load")]
+    pub indexes: Vec<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:16666")]
+    pub listen: SocketAddr,
+    /// Worker threads (default: available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// I/O runtime: io_uring, epoll, or io_uring when the kernel allows it.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io: IoMode,
+    /// Most hits returned per indicator.
+    #[arg(long, default_value_t = 32)]
+    pub max_hits: usize,
+    /// Longest request line in bytes; longer lines are discarded and answered empty.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_line: usize,
+    /// Most open connections; more are closed at once.
+    #[arg(long, default_value_t = 16384)]
+    pub max_connections: usize,
+    /// Close a connection idle this many seconds (default: never).
+    #[arg(long)]
+    pub idle_timeout: Option<u64>,
+    /// Accept clients only from these networks (comma-separated CIDRs).
+    #[arg(long, value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Log every request at debug level.
+    #[arg(long)]
+    pub log_requests: bool,
+    /// Also write logs to this file, rotated daily.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// Reload when a feed or index file changes (polled every 2 s).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompileArgs {
+    /// Feed file to compile.
+    #[arg(required_unless_present = "dump")]
+    pub feed: Option<PathBuf>,
+    /// The Python tool's spelling of FEED ("dump").
+    #[arg(short = 'd', long = "dump", hide = true)]
+    pub dump: Option<PathBuf>,
+    #[arg(short = 'k', long = "key")]
+    pub key: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub kind: KindArg,
+    #[arg(long)]
+    pub category: Option<String>,
+    #[arg(long)]
+    pub records: Option<String>,
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    #[arg(long)]
+    pub strict: bool,
+    /// Output file (default: FEED.tracer).
+    #[arg(short = 'o', long = "out")]
+    pub out: Option<PathBuf>,
+}
+
+impl CompileArgs {
+    pub fn spec(&self) -> Result<(FeedSpec, PathBuf), String> {
+        let feed = self
+            .feed
+            .clone()
+            .or_else(|| self.dump.clone())
+            .ok_or("give the feed file")?;
+        let out = self.out.clone().unwrap_or_else(|| {
+            let mut name = feed.clone().into_os_string();
+            name.push(".tracer");
+            PathBuf::from(name)
+        });
+        let mut spec = FeedSpec::new(feed, self.key.clone());
+        spec.kind = self.kind.kind();
+        spec.category = self.category.clone();
+        spec.records = self.records.clone();
+        spec.format = self.format;
+        Ok((spec, out))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LookupArgs {
+    /// Compiled index file; may repeat.
+    #[arg(short = 'l', long = "load")]
+    pub indexes: Vec<PathBuf>,
+    #[command(flatten)]
+    pub feeds: FeedArgs,
+    #[arg(long, default_value_t = 32)]
+    pub max_hits: usize,
+    /// Indicators as `key=value` (`url=…`, `ip=…`, `hash=…`, `domain=…`) or bare
+    /// values; together they form one request line.
+    #[arg(required = true)]
+    pub indicators: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub indexes: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// Directory to write the feeds into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub urls: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub hashes: usize,
+    #[arg(long, default_value_t = 200_000)]
+    pub ips: usize,
+    #[arg(long, default_value_t = 100_000)]
+    pub domains: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Map the Python tool's invocations onto subcommands: `tracer -d F -k K` compiles,
+/// `tracer -f F -k K` / `tracer -l X` serves.
+pub fn rewrite_legacy(mut args: Vec<String>) -> Vec<String> {
+    let Some(first) = args.get(1) else {
+        return args;
+    };
+    let is_flag = first.starts_with('-');
+    let is_meta = matches!(
+        first.as_str(),
+        "-h" | "--help" | "-V" | "--version" | "--log"
+    );
+    if is_flag && !is_meta {
+        let sub = if args.iter().any(|a| a == "-d") {
+            "compile"
+        } else {
+            "serve"
+        };
+        args.insert(1, sub.to_string());
+    }
+    args
+}
+
+/// Parse `--allow` networks.
+pub fn parse_allow(list: &[String]) -> Result<Vec<crate::indicator::IpRange>, String> {
+    list.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            crate::indicator::parse_ip_entry(s.trim().as_bytes())
+                .ok_or_else(|| format!("--allow: `{s}` is not an address, CIDR or range"))
+        })
+        .collect()
+}
+
+pub fn idle_timeout(args: &ServeArgs) -> Option<Duration> {
+    args.idle_timeout
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn legacy_spellings_map_to_subcommands() {
+        assert_eq!(
+            rewrite_legacy(v(&["tracer", "-f", "a.csv", "-k", "ioc"]))[1],
+            "serve"
+        );
+        assert_eq!(
+            rewrite_legacy(v(&["tracer", "-d", "a.csv", "-k", "ioc"]))[1],
+            "compile"
+        );
+        assert_eq!(
+            rewrite_legacy(v(&["tracer", "-l", "a.tracer", "-l", "b.tracer"]))[1],
+            "serve"
+        );
+        assert_eq!(rewrite_legacy(v(&["tracer", "inspect", "x"]))[1], "inspect");
+        let cli = Cli::try_parse_from(rewrite_legacy(v(&["tracer", "-d", "a.csv", "-k", "ioc"])))
+            .expect("legacy dump parses");
+        match cli.command {
+            Command::Compile(c) => {
+                assert_eq!(c.spec().expect("spec").1, PathBuf::from("a.csv.tracer"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn per_feed_options_pair_by_position() {
+        let f = FeedArgs {
+            feeds: vec!["a.csv".into(), "b.json".into()],
+            keys: vec!["ioc".into(), "mask".into()],
+            kinds: vec![KindArg::Domain],
+            ..FeedArgs::default()
+        };
+        let specs = f.specs().expect("valid");
+        assert_eq!(specs[1].key, "mask");
+        assert_eq!(specs[1].kind, Some(Kind::Domain));
+        let bad = FeedArgs {
+            feeds: vec!["a".into(), "b".into(), "c".into()],
+            keys: vec!["x".into(), "y".into()],
+            ..FeedArgs::default()
+        };
+        assert!(bad.specs().is_err());
+    }
+}

@@ -1,0 +1,459 @@
+//! Feeds → index file.
+//!
+//! The [`Compiler`] reads feeds one after another (record ids follow feed order and
+//! row order, which is the answer order), renders each record's context once, and
+//! files every indicator value under its kind: exact keys for the fst, masks for the
+//! matcher, digests and IP blocks for their tables. [`Compiler::finish`] sorts and
+//! serializes each structure into its section, and [`write_atomically`] writes the
+//! file next to its destination and renames it into place, so a crash or Ctrl-C never
+//! leaves a half-written index where `serve` would open it.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::feed::{self, FeedError, Format, RawRecord, ReadOptions, Skip};
+use crate::index::format::{self, SectionId};
+use crate::index::records::{FeedMeta, Meta, Records};
+use crate::index::{hashes, ip, masks, postings};
+use crate::indicator::{self, Kind};
+
+/// One feed to compile.
+#[derive(Clone, Debug)]
+pub struct FeedSpec {
+    pub path: PathBuf,
+    pub key: String,
+    /// `None` detects the kind of each value (`--kind auto`).
+    pub kind: Option<Kind>,
+    pub category: Option<String>,
+    pub format: Option<Format>,
+    pub records: Option<String>,
+}
+
+impl FeedSpec {
+    pub fn new(path: impl Into<PathBuf>, key: impl Into<String>) -> FeedSpec {
+        FeedSpec {
+            path: path.into(),
+            key: key.into(),
+            kind: None,
+            category: None,
+            format: None,
+            records: None,
+        }
+    }
+
+    /// `--category`, or the file stem (`Phishing_URL_Data_Feed.json` → `Phishing_URL_Data_Feed`).
+    pub fn category(&self) -> String {
+        self.category.clone().unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "feed".into())
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    #[error("too many records: record ids are 31-bit")]
+    TooManyRecords,
+    #[error("building {what}: {reason}")]
+    Build { what: &'static str, reason: String },
+    #[error("{}: {source}", file.display())]
+    Write {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What one feed contributed, for the end-of-compile summary.
+#[derive(Clone, Debug, Default)]
+pub struct FeedSummary {
+    pub category: String,
+    pub rows: u64,
+    pub records: u64,
+    pub entries: [u64; 5],
+    pub masks: u64,
+    pub skipped: u64,
+    /// Skip counts by reason (reasons with the value cut off), most frequent first.
+    pub skip_reasons: Vec<(String, u64)>,
+}
+
+#[derive(Default)]
+pub struct Compiler {
+    feeds: Vec<FeedMeta>,
+    offsets: Vec<u64>,
+    text: Vec<u8>,
+    exact: Vec<(Box<[u8]>, u32)>,
+    masks: Vec<(Box<[u8]>, u32)>,
+    digests: [Vec<(Box<[u8]>, u32)>; 3],
+    ips: [Vec<(u8, u128, u32)>; 2],
+    strict: bool,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+impl Compiler {
+    pub fn new(strict: bool) -> Compiler {
+        Compiler {
+            offsets: vec![0],
+            strict,
+            ..Compiler::default()
+        }
+    }
+
+    /// Show a progress line on a terminal while reading.
+    pub fn with_progress(mut self) -> Compiler {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} {pos} records ({per_sec}, {elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        self.progress = Some(bar);
+        self
+    }
+
+    /// Read one feed and file its records and entries.
+    pub fn add_feed(&mut self, spec: &FeedSpec) -> Result<FeedSummary, CompileError> {
+        let first_record = self.record_count();
+        let category = spec.category();
+        if let Some(bar) = &self.progress {
+            bar.set_message(category.clone());
+        }
+        let mut sink = FeedSink {
+            compiler: self,
+            kind: spec.kind,
+            summary: FeedSummary {
+                category: category.clone(),
+                ..FeedSummary::default()
+            },
+            reasons: Default::default(),
+            norm: Vec::new(),
+            too_many: false,
+        };
+        let opts = ReadOptions {
+            format: spec.format,
+            key: spec.key.clone(),
+            records: spec.records.clone(),
+        };
+        let result = feed::read(&spec.path, &opts, &mut sink);
+        let too_many = sink.too_many;
+        let mut summary = sink.summary;
+        let mut reasons: Vec<(String, u64)> = sink.reasons.into_iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        summary.skip_reasons = reasons;
+        if too_many {
+            return Err(CompileError::TooManyRecords);
+        }
+        result?;
+        if let Some(bar) = &self.progress {
+            bar.finish_and_clear();
+        }
+        self.feeds.push(FeedMeta {
+            category,
+            source: spec.path.display().to_string(),
+            key: spec.key.clone(),
+            kind: spec.kind.map_or("auto", Kind::name).to_string(),
+            first_record,
+            records: summary.records as u32,
+            entries: summary.entries.to_vec(),
+            masks: summary.masks,
+            skipped: summary.skipped,
+        });
+        Ok(summary)
+    }
+
+    fn record_count(&self) -> u32 {
+        (self.offsets.len() - 1) as u32
+    }
+
+    /// File one value of record `id` under its kind. `Err` says why it was refused.
+    fn add_value(
+        &mut self,
+        kind: Option<Kind>,
+        value: &str,
+        id: u32,
+        norm: &mut Vec<u8>,
+    ) -> Result<Kind, String> {
+        let raw = value.trim().as_bytes();
+        let kind = kind.unwrap_or_else(|| indicator::detect(raw));
+        match kind {
+            Kind::Url => {
+                indicator::normalize_url(raw, norm);
+                if norm.is_empty() {
+                    return Err("empty URL".into());
+                }
+                self.add_url(norm, id);
+            }
+            Kind::Domain => {
+                if !indicator::normalize_domain(raw, norm) {
+                    return Err("no host in domain value".into());
+                }
+                // `*.evil.com` in a domain feed means what `evil.com` already does.
+                let host = norm.strip_prefix(b"*.").unwrap_or(norm);
+                if host.contains(&b'*') {
+                    return Err("`*` inside a domain (use --kind url for masks)".into());
+                }
+                self.exact.push((key(b'd', host), id));
+            }
+            Kind::Ip => {
+                let range =
+                    indicator::parse_ip_entry(raw).ok_or("not an IP address, CIDR or range")?;
+                let which = (range.family == indicator::Family::V6) as usize;
+                for (net, len) in indicator::range_to_cidrs(range) {
+                    self.ips[which].push((len, net, id));
+                }
+            }
+            Kind::Hash => {
+                let mut d = [0u8; 32];
+                let len =
+                    indicator::hash_digest(raw, &mut d).ok_or("not a 32/40/64-digit hex digest")?;
+                let which = match len {
+                    16 => 0,
+                    20 => 1,
+                    _ => 2,
+                };
+                self.digests[which].push((Box::from(&d[..len]), id));
+            }
+            Kind::Raw => {
+                if raw.is_empty() {
+                    return Err("empty value".into());
+                }
+                self.exact.push((key(b'r', raw), id));
+            }
+        }
+        Ok(kind)
+    }
+
+    fn add_url(&mut self, url: &[u8], id: u32) {
+        if url.contains(&b'*') {
+            self.masks.push((Box::from(url), id));
+            // `a.com/x/*` also matches `a.com/x` (SPEC §3).
+            if let Some(bare) = url.strip_suffix(b"/*") {
+                if !bare.is_empty() {
+                    self.add_url(bare, id);
+                }
+            }
+        } else {
+            self.exact.push((key(b'u', url), id));
+        }
+    }
+
+    /// Serialize everything into index sections, in file order.
+    pub fn finish(self) -> Result<Vec<(SectionId, Vec<u8>)>, CompileError> {
+        let build = |what| move |reason: String| CompileError::Build { what, reason };
+        let mut post = postings::Builder::default();
+
+        let meta = Meta {
+            built_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            feeds: self.feeds,
+        };
+        let meta = rkyv::to_bytes::<rkyv::rancor::Error>(&meta)
+            .map_err(|e| build("meta")(e.to_string()))?;
+        let records = Records {
+            offsets: self.offsets,
+            text: self.text,
+        };
+        let records = rkyv::to_bytes::<rkyv::rancor::Error>(&records)
+            .map_err(|e| build("records")(e.to_string()))?;
+
+        let mut exact = self.exact;
+        exact.sort_unstable();
+        exact.dedup();
+        let mut fst = fst::MapBuilder::memory();
+        let mut i = 0;
+        let mut ids = Vec::new();
+        while i < exact.len() {
+            let k = &exact[i].0;
+            ids.clear();
+            while i < exact.len() && exact[i].0 == *k {
+                ids.push(exact[i].1);
+                i += 1;
+            }
+            fst.insert(k, post.add(&ids) as u64)
+                .map_err(|e| build("exact keys")(e.to_string()))?;
+        }
+        drop(ids);
+        let exact_fst = fst
+            .into_inner()
+            .map_err(|e| build("exact keys")(e.to_string()))?;
+        drop(exact);
+
+        let m = masks::build(self.masks, &mut post).map_err(build("URL masks"))?;
+        let [md5, sha1, sha256] = self.digests;
+        let md5 = table_or_empty(md5, |e| hashes::build(16, e, &mut post));
+        let sha1 = table_or_empty(sha1, |e| hashes::build(20, e, &mut post));
+        let sha256 = table_or_empty(sha256, |e| hashes::build(32, e, &mut post));
+        let [v4, v6] = self.ips;
+        let v4 = table_or_empty(v4, |e| ip::build(4, e, &mut post));
+        let v6 = table_or_empty(v6, |e| ip::build(16, e, &mut post));
+
+        Ok(vec![
+            (SectionId::Meta, meta.to_vec()),
+            (SectionId::Records, records.to_vec()),
+            (SectionId::Postings, post.into_bytes()),
+            (SectionId::Exact, exact_fst),
+            (SectionId::Masks, m.table),
+            (SectionId::MaskPrefix, m.prefix_fst),
+            (SectionId::MaskSuffix, m.suffix_fst),
+            (SectionId::MaskDfa, m.dfa),
+            (SectionId::Md5, md5),
+            (SectionId::Sha1, sha1),
+            (SectionId::Sha256, sha256),
+            (SectionId::Ipv4, v4),
+            (SectionId::Ipv6, v6),
+        ])
+    }
+
+    /// Finish into an in-memory index file image.
+    pub fn finish_to_vec(self) -> Result<Vec<u8>, CompileError> {
+        let sections = self.finish()?;
+        let refs: Vec<(SectionId, &[u8])> = sections.iter().map(|(id, b)| (*id, &b[..])).collect();
+        let mut cur = std::io::Cursor::new(Vec::new());
+        format::write(&mut cur, &refs).map_err(|source| CompileError::Write {
+            file: PathBuf::from("<memory>"),
+            source,
+        })?;
+        Ok(cur.into_inner())
+    }
+}
+
+fn table_or_empty<T>(entries: Vec<T>, build: impl FnOnce(Vec<T>) -> Vec<u8>) -> Vec<u8> {
+    if entries.is_empty() {
+        Vec::new()
+    } else {
+        build(entries)
+    }
+}
+
+fn key(kind: u8, value: &[u8]) -> Box<[u8]> {
+    let mut k = Vec::with_capacity(value.len() + 1);
+    k.push(kind);
+    k.extend_from_slice(value);
+    k.into_boxed_slice()
+}
+
+/// The feed reader's consumer for one feed.
+struct FeedSink<'c> {
+    compiler: &'c mut Compiler,
+    kind: Option<Kind>,
+    summary: FeedSummary,
+    reasons: std::collections::HashMap<String, u64>,
+    norm: Vec<u8>,
+    too_many: bool,
+}
+
+impl feed::Sink for FeedSink<'_> {
+    fn record(&mut self, record: RawRecord<'_>) -> Result<Option<String>, FeedError> {
+        self.summary.rows += 1;
+        let c = &mut *self.compiler;
+        let id = c.record_count();
+        if id >= postings::LIST {
+            self.too_many = true;
+            return Err(FeedError::Csv {
+                file: PathBuf::new(),
+                message: "record limit reached".into(),
+            });
+        }
+        let mut filed = 0;
+        let mut refused = None;
+        for v in record.values {
+            let masks_before = c.masks.len();
+            match c.add_value(self.kind, v, id, &mut self.norm) {
+                Ok(kind) => {
+                    filed += 1;
+                    self.summary.entries[kind.index()] += 1;
+                    if c.masks.len() > masks_before {
+                        self.summary.masks += 1;
+                    }
+                }
+                Err(reason) => refused = Some(format!("{reason}: `{}`", truncate(v, 80))),
+            }
+        }
+        if filed == 0 {
+            return Ok(Some(refused.unwrap_or_else(|| "no indicator value".into())));
+        }
+        if let Some(reason) = refused {
+            // Some values of this record were filed: keep it, but say what was dropped.
+            tracing::warn!("{}: {}", record.location, reason);
+        }
+        c.text.extend_from_slice(record.context);
+        c.offsets.push(c.text.len() as u64);
+        self.summary.records += 1;
+        if let Some(bar) = &c.progress {
+            if self.summary.records % 4096 == 0 {
+                bar.set_position(self.summary.records);
+            }
+        }
+        Ok(None)
+    }
+
+    fn skip(&mut self, skip: Skip) -> Result<(), FeedError> {
+        self.summary.skipped += 1;
+        let kind = skip.reason.split(':').next().unwrap_or("").to_string();
+        *self.reasons.entry(kind).or_default() += 1;
+        if self.compiler.strict {
+            return Err(FeedError::Strict { skip });
+        }
+        // The first skips of a feed name their row; past that only the count grows, so
+        // a feed with a million bad rows does not drown the log.
+        if self.summary.skipped <= 20 {
+            tracing::warn!("skipped {skip}");
+        } else if self.summary.skipped == 21 {
+            tracing::warn!(
+                "{}: more rows skipped; counts in the summary",
+                skip.file.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Write an index file atomically: a temporary file in the same directory, synced,
+/// then renamed over `out`.
+pub fn write_atomically(
+    out: &Path,
+    sections: &[(SectionId, Vec<u8>)],
+) -> Result<u64, CompileError> {
+    let err = |source| CompileError::Write {
+        file: out.to_path_buf(),
+        source,
+    };
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        let refs: Vec<(SectionId, &[u8])> = sections.iter().map(|(id, b)| (*id, &b[..])).collect();
+        let len = format::write(&mut w, &refs)?;
+        w.flush()?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, out)?;
+        Ok(len)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}

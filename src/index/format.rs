@@ -1,0 +1,322 @@
+//! The index file layout, its header, and the checks made before anything is trusted.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "TRACERIX"
+//!      8     4  format version (u32 LE)                   -> FORMAT_VERSION
+//!     12     4  endianness marker 0x01020304 written LE    (a BE writer would differ)
+//!     16     4  header length in bytes, section table included
+//!     20     4  section count
+//!     24     8  file length
+//!     32     8  xxh3-64 of every byte after the header
+//!     40     8  xxh3-64 of the header with this field zeroed
+//!     48    64  versions of the serializing crates, NUL padded ("rkyv 0.8, fst 0.4, …")
+//!    112  24*n  section table: id u32, reserved u32, offset u64, length u64
+//! ```
+//!
+//! Sections start on 16-byte boundaries (rkyv and the DFA need aligned bytes; the file
+//! is mapped at a page boundary). All integers are little-endian. The sections and how
+//! lookups use them are described in [`super`].
+//!
+//! Open-time checks, in order: length ≥ fixed header, magic, version, endianness,
+//! header checksum, file length, section bounds, payload checksum. Only then are the
+//! sections parsed, and each parser validates its own structure too (rkyv `access`,
+//! `fst::Map::new`, `DFA::from_bytes`), so a damaged file is an error that names the
+//! file and the reason, never undefined behaviour.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+pub const MAGIC: &[u8; 8] = b"TRACERIX";
+pub const FORMAT_VERSION: u32 = 1;
+pub const ENDIAN_MARK: u32 = 0x0102_0304;
+const FIXED: usize = 112;
+const ENTRY: usize = 24;
+pub const ALIGN: usize = 16;
+pub const CRATE_VERSIONS: &str = "rkyv 0.8, fst 0.4, regex-automata 0.4";
+
+/// What each section holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum SectionId {
+    /// rkyv `Meta`: feeds, categories, counts, build time.
+    Meta = 1,
+    /// rkyv `Records`: offsets into the pre-rendered answer text, and the text.
+    Records = 2,
+    /// u32 posting lists: `count, id, id, …` (see `postings`).
+    Postings = 3,
+    /// fst map: kind byte + normalized value → posting ref (exact URLs, domains, raw).
+    Exact = 4,
+    /// Mask table: per mask `text offset u32, text len u32, posting u32, 0u32`, then text.
+    Masks = 5,
+    /// fst map: literal prefix of a mask → posting ref of mask ids.
+    MaskPrefix = 6,
+    /// fst map: reversed literal host suffix of a `*…` mask → posting ref of mask ids.
+    MaskSuffix = 7,
+    /// regex-automata dense DFA (LE) for masks with no literal anchor, + pattern→mask.
+    MaskDfa = 8,
+    /// Sorted digest tables (see `hashes`).
+    Md5 = 9,
+    Sha1 = 10,
+    Sha256 = 11,
+    /// Per-prefix-length sorted network tables (see `ip`).
+    Ipv4 = 12,
+    Ipv6 = 13,
+}
+
+impl SectionId {
+    pub const ALL: [SectionId; 13] = [
+        SectionId::Meta,
+        SectionId::Records,
+        SectionId::Postings,
+        SectionId::Exact,
+        SectionId::Masks,
+        SectionId::MaskPrefix,
+        SectionId::MaskSuffix,
+        SectionId::MaskDfa,
+        SectionId::Md5,
+        SectionId::Sha1,
+        SectionId::Sha256,
+        SectionId::Ipv4,
+        SectionId::Ipv6,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SectionId::Meta => "meta",
+            SectionId::Records => "records",
+            SectionId::Postings => "postings",
+            SectionId::Exact => "exact keys",
+            SectionId::Masks => "mask table",
+            SectionId::MaskPrefix => "mask prefixes",
+            SectionId::MaskSuffix => "mask host suffixes",
+            SectionId::MaskDfa => "mask DFA",
+            SectionId::Md5 => "md5 table",
+            SectionId::Sha1 => "sha1 table",
+            SectionId::Sha256 => "sha256 table",
+            SectionId::Ipv4 => "ipv4 table",
+            SectionId::Ipv6 => "ipv6 table",
+        }
+    }
+
+    fn from_u32(v: u32) -> Option<SectionId> {
+        SectionId::ALL.into_iter().find(|s| *s as u32 == v)
+    }
+}
+
+/// Why an index file cannot be used. Every variant is shown with the file name.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a tracer index (bad magic {found:02x?})", file.display())]
+    Magic { file: PathBuf, found: Vec<u8> },
+    #[error("{}: index format version {found}, this build reads version {expected}; recompile the feed with `tracer compile`", file.display())]
+    Version {
+        file: PathBuf,
+        expected: u32,
+        found: u32,
+    },
+    #[error("{}: written on a machine of the other byte order", file.display())]
+    Endianness { file: PathBuf },
+    #[error("{}: truncated: {section} needs bytes up to {needed}, file has {len}", file.display())]
+    Truncated {
+        file: PathBuf,
+        section: &'static str,
+        needed: u64,
+        len: u64,
+    },
+    #[error("{}: corrupted: {what} checksum mismatch", file.display())]
+    Checksum { file: PathBuf, what: &'static str },
+    #[error("{}: corrupted: {section}: {reason}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        section: &'static str,
+        reason: String,
+    },
+}
+
+/// The parsed header: where each section lies.
+#[derive(Clone, Debug)]
+pub struct Header {
+    pub version: u32,
+    pub crate_versions: String,
+    pub sections: Vec<(SectionId, Range<usize>)>,
+}
+
+impl Header {
+    pub fn section(&self, id: SectionId) -> Option<Range<usize>> {
+        self.sections
+            .iter()
+            .find(|(s, _)| *s == id)
+            .map(|(_, r)| r.clone())
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Check everything the header promises. `bytes` is the whole file.
+pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError> {
+    let file_buf = || file.to_path_buf();
+    let len = bytes.len() as u64;
+    let truncated = |section, needed: u64| IndexError::Truncated {
+        file: file_buf(),
+        section,
+        needed,
+        len,
+    };
+    if bytes.len() < 8 || &bytes[..8] != MAGIC {
+        return Err(IndexError::Magic {
+            file: file_buf(),
+            found: bytes[..bytes.len().min(8)].to_vec(),
+        });
+    }
+    if bytes.len() < FIXED {
+        return Err(truncated("header", FIXED as u64));
+    }
+    let version = u32_at(bytes, 8);
+    if version != FORMAT_VERSION {
+        return Err(IndexError::Version {
+            file: file_buf(),
+            expected: FORMAT_VERSION,
+            found: version,
+        });
+    }
+    if u32_at(bytes, 12) != ENDIAN_MARK {
+        return Err(IndexError::Endianness { file: file_buf() });
+    }
+    let header_len = u32_at(bytes, 16) as usize;
+    let count = u32_at(bytes, 20) as usize;
+    if header_len != FIXED + count * ENTRY {
+        return Err(IndexError::Corrupt {
+            file: file_buf(),
+            section: "header",
+            reason: format!("header length {header_len} does not fit {count} sections"),
+        });
+    }
+    if bytes.len() < header_len {
+        return Err(truncated("section table", header_len as u64));
+    }
+    let mut header = bytes[..header_len].to_vec();
+    header[40..48].fill(0);
+    if xxh3_64(&header) != u64_at(bytes, 40) {
+        return Err(IndexError::Checksum {
+            file: file_buf(),
+            what: "header",
+        });
+    }
+    let file_len = u64_at(bytes, 24);
+    if len < file_len {
+        return Err(truncated("file", file_len));
+    }
+    if len > file_len {
+        return Err(IndexError::Corrupt {
+            file: file_buf(),
+            section: "file",
+            reason: format!("{} bytes of trailing garbage", len - file_len),
+        });
+    }
+    let mut sections = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = FIXED + i * ENTRY;
+        let raw_id = u32_at(bytes, at);
+        let id = SectionId::from_u32(raw_id).ok_or_else(|| IndexError::Corrupt {
+            file: file_buf(),
+            section: "section table",
+            reason: format!("unknown section id {raw_id}"),
+        })?;
+        let off = u64_at(bytes, at + 8);
+        let slen = u64_at(bytes, at + 16);
+        let end = off
+            .checked_add(slen)
+            .ok_or_else(|| truncated(id.name(), u64::MAX))?;
+        if off < header_len as u64 || end > len {
+            return Err(truncated(id.name(), end));
+        }
+        if off as usize % ALIGN != 0 {
+            return Err(IndexError::Corrupt {
+                file: file_buf(),
+                section: id.name(),
+                reason: format!("offset {off} is not {ALIGN}-byte aligned"),
+            });
+        }
+        sections.push((id, off as usize..end as usize));
+    }
+    if xxh3_64(&bytes[header_len..]) != u64_at(bytes, 32) {
+        return Err(IndexError::Checksum {
+            file: file_buf(),
+            what: "payload",
+        });
+    }
+    let crate_versions = String::from_utf8_lossy(&bytes[48..112])
+        .trim_end_matches('\0')
+        .to_string();
+    Ok(Header {
+        version,
+        crate_versions,
+        sections,
+    })
+}
+
+/// Write sections after a header, computing offsets and checksums. The writer needs
+/// `Seek` only to come back and fill the header in.
+pub fn write<W: std::io::Write + std::io::Seek>(
+    out: &mut W,
+    sections: &[(SectionId, &[u8])],
+) -> std::io::Result<u64> {
+    let header_len = FIXED + sections.len() * ENTRY;
+    out.write_all(&vec![0u8; header_len])?;
+    let mut pos = header_len;
+    let mut hasher = Xxh3::new();
+    let mut table = Vec::with_capacity(sections.len());
+    let zeros = [0u8; ALIGN];
+    for (id, body) in sections {
+        let pad = (ALIGN - pos % ALIGN) % ALIGN;
+        out.write_all(&zeros[..pad])?;
+        hasher.update(&zeros[..pad]);
+        pos += pad;
+        table.push((*id, pos as u64, body.len() as u64));
+        out.write_all(body)?;
+        hasher.update(body);
+        pos += body.len();
+    }
+    let mut header = Vec::with_capacity(header_len);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&ENDIAN_MARK.to_le_bytes());
+    header.extend_from_slice(&(header_len as u32).to_le_bytes());
+    header.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    header.extend_from_slice(&(pos as u64).to_le_bytes());
+    header.extend_from_slice(&hasher.digest().to_le_bytes());
+    header.extend_from_slice(&0u64.to_le_bytes());
+    let mut versions = [0u8; 64];
+    versions[..CRATE_VERSIONS.len()].copy_from_slice(CRATE_VERSIONS.as_bytes());
+    header.extend_from_slice(&versions);
+    for (id, off, len) in table {
+        header.extend_from_slice(&(id as u32).to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&off.to_le_bytes());
+        header.extend_from_slice(&len.to_le_bytes());
+    }
+    let sum = xxh3_64(&header);
+    header[40..48].copy_from_slice(&sum.to_le_bytes());
+    out.seek(std::io::SeekFrom::Start(0))?;
+    out.write_all(&header)?;
+    out.seek(std::io::SeekFrom::Start(pos as u64))?;
+    Ok(pos as u64)
+}

@@ -1,0 +1,417 @@
+//! URL masks: `*` globs over normalized URLs, matched at a million masks per index.
+//!
+//! **Semantics.** A mask is split like a URL into host part (up to the first `/` or
+//! `?`) and the rest. A `*` in the host part matches within the host only; a `*` in
+//! the rest matches any run of bytes, `/` included. Both parts must match whole. So
+//! `*.evil.com/*` means "any subdomain of evil.com, any path", and never matches a
+//! different host that merely carries `.evil.com/` in its query string. A mask ending
+//! in `/*` also matches the bare prefix; the compiler adds that variant as its own
+//! entry, so the matcher knows nothing of the rule.
+//!
+//! **Why not one DFA.** The obvious design compiles every mask into one
+//! `regex-automata` DFA. Its build time and size grow far faster than the mask count
+//! (figures in the README, from `cargo run --release --example mask_dfa_scaling`):
+//! the leading and embedded `*` create states that combine across masks. It is kept
+//! only for the masks that nothing else can anchor.
+//!
+//! **What is built instead**, by the mask's shape:
+//! - no leading `*` (exact-host masks `host/path/*`, `host/*.ext`, and `discord*.gift/*`):
+//!   an fst keyed by the *literal prefix* (bytes before the first `*`). Lookup walks the
+//!   fst along the URL once; every final state passed is a prefix of the URL, and its
+//!   value lists the masks sharing that prefix. Cost is one fst step per URL byte,
+//!   whatever the mask count.
+//! - a leading `*` with a literal host tail (`*.host/*`, `*-paypal.com/*`): an fst keyed
+//!   by the reversed tail, walked along the reversed URL host.
+//! - neither (`*paypal*/*`, `*`): one small DFA over all of them, serialized in the
+//!   index so opening never rebuilds it.
+//!
+//! Every candidate is then checked by [`matches`], the one definition of the semantics,
+//! so the fsts and the DFA are only filters and cannot disagree with it.
+
+use std::collections::BTreeMap;
+
+use fst::raw::Output;
+use regex_automata::dfa::{dense, Automaton, OverlappingState};
+use regex_automata::{Anchored, Input, MatchKind};
+
+use super::postings::{self, Postings};
+
+/// Split a normalized URL or mask into (host part, rest).
+pub fn split_host(s: &[u8]) -> (&[u8], &[u8]) {
+    let end = memchr::memchr2(b'/', b'?', s).unwrap_or(s.len());
+    s.split_at(end)
+}
+
+/// Does `mask` match the normalized `url`? See the module docs for the semantics.
+pub fn matches(mask: &[u8], url: &[u8]) -> bool {
+    let (mh, mr) = split_host(mask);
+    let (uh, ur) = split_host(url);
+    glob(mh, uh) && glob(mr, ur)
+}
+
+/// Whole-string glob where `*` matches any run of bytes. Linear in practice: it keeps
+/// one backtrack point (the last `*`), which is enough for `*`-only patterns.
+pub fn glob(pat: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pat.len() && pat[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pat.len() && pat[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pat[p..].iter().all(|&b| b == b'*')
+}
+
+/// How a mask is anchored for candidate search.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Anchor<'a> {
+    Prefix(&'a [u8]),
+    /// Literal host tail after the last `*`, not yet reversed.
+    HostSuffix(&'a [u8]),
+    Dfa,
+}
+
+pub fn anchor(mask: &[u8]) -> Anchor<'_> {
+    if mask.first() != Some(&b'*') {
+        let end = memchr::memchr(b'*', mask).unwrap_or(mask.len());
+        return Anchor::Prefix(&mask[..end]);
+    }
+    let (host, _) = split_host(mask);
+    let tail_start = memchr::memrchr(b'*', host).map_or(0, |i| i + 1);
+    if tail_start < host.len() {
+        Anchor::HostSuffix(&host[tail_start..])
+    } else {
+        Anchor::Dfa
+    }
+}
+
+/// The regex for a mask, with the same semantics as [`matches`]. Every literal byte is
+/// written as `\xHH` so no mask byte is read as regex syntax.
+pub fn to_regex(mask: &[u8]) -> String {
+    let (host, rest) = split_host(mask);
+    let mut re = String::with_capacity(mask.len() * 4 + 8);
+    for (part, star) in [(host, "[^/?]*"), (rest, "(?s:.)*")] {
+        for &b in part {
+            if b == b'*' {
+                re.push_str(star);
+            } else if b.is_ascii_alphanumeric() {
+                re.push(b as char);
+            } else {
+                re.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+    }
+    re.push('$');
+    re
+}
+
+/// Build a DFA matching any of `masks` (pattern i = mask i), anchored at the start.
+pub fn build_dfa(
+    masks: &[&[u8]],
+    size_limit: Option<usize>,
+) -> Result<dense::DFA<Vec<u32>>, String> {
+    let patterns: Vec<String> = masks.iter().map(|m| to_regex(m)).collect();
+    dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .match_kind(MatchKind::All)
+                .start_kind(regex_automata::dfa::StartKind::Anchored)
+                .dfa_size_limit(size_limit)
+                .determinize_size_limit(size_limit),
+        )
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .unicode(false)
+                .utf8(false),
+        )
+        .build_many(&patterns)
+        .map_err(|e| e.to_string())
+}
+
+/// The serialized mask sections, produced at compile time.
+pub struct Built {
+    pub table: Vec<u8>,
+    pub prefix_fst: Vec<u8>,
+    pub suffix_fst: Vec<u8>,
+    pub dfa: Vec<u8>,
+    pub dfa_masks: usize,
+}
+
+/// Compile-time side: `entries` are (normalized mask, record id) pairs in any order.
+pub fn build(
+    mut entries: Vec<(Box<[u8]>, u32)>,
+    postings: &mut postings::Builder,
+) -> Result<Built, String> {
+    entries.sort_unstable();
+    entries.dedup();
+    // Mask table: one row per distinct mask, text appended after the rows.
+    let mut masks: Vec<(&[u8], u32)> = Vec::new();
+    let mut i = 0;
+    let mut ids = Vec::new();
+    while i < entries.len() {
+        let mask = &entries[i].0;
+        ids.clear();
+        while i < entries.len() && entries[i].0 == *mask {
+            ids.push(entries[i].1);
+            i += 1;
+        }
+        masks.push((mask, postings.add(&ids)));
+    }
+    let rows = 16 * masks.len();
+    let mut table = Vec::with_capacity(8 + rows);
+    table.extend_from_slice(&(masks.len() as u64).to_le_bytes());
+    let mut text = Vec::new();
+    for (mask, posting) in &masks {
+        let off = u32::try_from(text.len()).map_err(|_| "mask text exceeds 4 GiB")?;
+        table.extend_from_slice(&off.to_le_bytes());
+        table.extend_from_slice(&(mask.len() as u32).to_le_bytes());
+        table.extend_from_slice(&posting.to_le_bytes());
+        table.extend_from_slice(&0u32.to_le_bytes());
+        text.extend_from_slice(mask);
+    }
+    table.extend_from_slice(&text);
+
+    let mut prefixes: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+    let mut suffixes: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+    let mut dfa_ids = Vec::new();
+    for (id, (mask, _)) in masks.iter().enumerate() {
+        let id = id as u32;
+        match anchor(mask) {
+            Anchor::Prefix(p) => prefixes.entry(p.to_vec()).or_default().push(id),
+            Anchor::HostSuffix(s) => {
+                let rev: Vec<u8> = s.iter().rev().copied().collect();
+                suffixes.entry(rev).or_default().push(id);
+            }
+            Anchor::Dfa => dfa_ids.push(id),
+        }
+    }
+    let fst_of = |map: BTreeMap<Vec<u8>, Vec<u32>>, postings: &mut postings::Builder| {
+        let mut b = fst::MapBuilder::memory();
+        for (k, ids) in map {
+            b.insert(k, postings.add(&ids) as u64)
+                .map_err(|e| e.to_string())?;
+        }
+        b.into_inner().map_err(|e| e.to_string())
+    };
+    let prefix_fst = fst_of(prefixes, postings)?;
+    let suffix_fst = fst_of(suffixes, postings)?;
+
+    let mut dfa = Vec::new();
+    dfa.extend_from_slice(&(dfa_ids.len() as u32).to_le_bytes());
+    for id in &dfa_ids {
+        dfa.extend_from_slice(&id.to_le_bytes());
+    }
+    if !dfa_ids.is_empty() {
+        let texts: Vec<&[u8]> = dfa_ids.iter().map(|&id| masks[id as usize].0).collect();
+        let built = build_dfa(&texts, Some(256 << 20))
+            .map_err(|e| format!("{} unanchored masks: {e}", texts.len()))?;
+        // The DFA bytes start 16-aligned inside a 16-aligned section.
+        while dfa.len() % 16 != 0 {
+            dfa.push(0);
+        }
+        let (bytes, pad) = built.to_bytes_little_endian();
+        dfa.extend_from_slice(&bytes[pad..]);
+    }
+    Ok(Built {
+        table,
+        prefix_fst,
+        suffix_fst,
+        dfa,
+        dfa_masks: dfa_ids.len(),
+    })
+}
+
+/// Read side, borrowing the mapped sections.
+pub struct Matcher<'a, D> {
+    pub table: &'a [u8],
+    pub prefix: &'a fst::raw::Fst<D>,
+    pub suffix: &'a fst::raw::Fst<D>,
+    pub dfa_ids: &'a [u8],
+    pub dfa: Option<&'a dense::DFA<Vec<u32>>>,
+}
+
+/// The DFA section, parsed: where the pattern→mask ids lie, and the DFA.
+pub type OpenedDfa = (std::ops::Range<usize>, Option<dense::DFA<Vec<u32>>>);
+
+/// Parse the DFA section: the pattern→mask ids, and the DFA itself (copied once into
+/// owned memory so the index need not borrow it; it holds only unanchored masks).
+pub fn open_dfa(section: &[u8]) -> Result<OpenedDfa, String> {
+    let n = section
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("missing pattern count")?;
+    let ids_end = 4 + n * 4;
+    if section.len() < ids_end {
+        return Err(format!("{n} pattern ids do not fit"));
+    }
+    if n == 0 {
+        return Ok((4..4, None));
+    }
+    let start = ids_end.div_ceil(16) * 16;
+    let bytes = section.get(start..).ok_or("DFA bytes missing")?;
+    let (dfa, _) = dense::DFA::from_bytes(bytes).map_err(|e| e.to_string())?;
+    if dfa.pattern_len() != n {
+        return Err(format!(
+            "DFA has {} patterns, table has {n}",
+            dfa.pattern_len()
+        ));
+    }
+    Ok((4..ids_end, Some(dfa.to_owned())))
+}
+
+impl<D: AsRef<[u8]>> Matcher<'_, D> {
+    fn mask_row(&self, id: u32) -> Option<(&[u8], u32)> {
+        let row = 8 + id as usize * 16;
+        let r = self.table.get(row..row + 12)?;
+        let count = u64::from_le_bytes(self.table.get(..8)?.try_into().ok()?) as usize;
+        let text_start = 8usize.checked_add(count.checked_mul(16)?)?;
+        let off = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
+        let len = u32::from_le_bytes([r[4], r[5], r[6], r[7]]) as usize;
+        let posting = u32::from_le_bytes([r[8], r[9], r[10], r[11]]);
+        let text = self.table.get(text_start + off..text_start + off + len)?;
+        Some((text, posting))
+    }
+
+    /// Check mask `id` against `url`; on a match, add its records to `out`.
+    fn verify(&self, id: u32, url: &[u8], postings: Postings<'_>, out: &mut Vec<u32>) {
+        if let Some((mask, posting)) = self.mask_row(id) {
+            if matches(mask, url) {
+                postings.for_each(posting, |r| out.push(r));
+            }
+        }
+    }
+
+    /// Add to `out` the records of every mask matching the normalized `url`.
+    pub fn lookup(&self, url: &[u8], postings: Postings<'_>, out: &mut Vec<u32>) {
+        walk(self.prefix, url.iter().copied(), |r| {
+            postings.for_each(r, |id| self.verify(id, url, postings, out));
+        });
+        let (host, _) = split_host(url);
+        walk(self.suffix, host.iter().rev().copied(), |r| {
+            postings.for_each(r, |id| self.verify(id, url, postings, out));
+        });
+        if let Some(dfa) = self.dfa {
+            let input = Input::new(url).anchored(Anchored::Yes);
+            let mut state = OverlappingState::start();
+            while dfa.try_search_overlapping_fwd(&input, &mut state).is_ok() {
+                let Some(m) = state.get_match() else { break };
+                let at = m.pattern().as_usize() * 4;
+                if let Some(b) = self.dfa_ids.get(at..at + 4) {
+                    let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    self.verify(id, url, postings, out);
+                }
+            }
+        }
+    }
+}
+
+/// Follow `input` through the fst from its root, calling `f` with the value of every
+/// key that is a prefix of `input`.
+fn walk<D: AsRef<[u8]>>(
+    fst: &fst::raw::Fst<D>,
+    input: impl Iterator<Item = u8>,
+    mut f: impl FnMut(u32),
+) {
+    let mut node = fst.root();
+    let mut acc = Output::zero();
+    if node.is_final() {
+        f(acc.cat(node.final_output()).value() as u32);
+    }
+    for b in input {
+        let Some(i) = node.find_input(b) else { return };
+        let t = node.transition(i);
+        acc = acc.cat(t.out);
+        node = fst.node(t.addr);
+        if node.is_final() {
+            f(acc.cat(node.final_output()).value() as u32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_semantics() {
+        assert!(glob(b"*", b""));
+        assert!(glob(b"a*c", b"abbbc"));
+        assert!(glob(b"a*b*c", b"axxbyyc"));
+        assert!(!glob(b"a*b*c", b"axxbyy"));
+        assert!(glob(b"/*.exe", b"/x/y.exe"));
+        assert!(!glob(b"/*.exe", b"/x/y.exe2"));
+        assert!(glob(b"*aab", b"aaab"));
+    }
+
+    #[test]
+    fn host_star_stays_in_host() {
+        assert!(matches(b"*.evil.com/*", b"a.b.evil.com/x/y"));
+        assert!(!matches(b"*.evil.com/*", b"evil.com/x"));
+        assert!(!matches(b"*.evil.com/*", b"good.com/?u=a.evil.com/x"));
+        assert!(matches(b"discord*.gift/*", b"discord-nitro.gift/claim"));
+        assert!(!matches(b"discord*.gift/*", b"discord.gift.evil.com/a"));
+        assert!(matches(b"host.com/*.exe", b"host.com/a/b/c.exe"));
+        assert!(matches(b"a.com/x?*", b"a.com/x?id=1"));
+    }
+
+    #[test]
+    fn anchors_by_shape() {
+        assert_eq!(anchor(b"a.com/x/*"), Anchor::Prefix(b"a.com/x/"));
+        assert_eq!(anchor(b"discord*.gift/*"), Anchor::Prefix(b"discord"));
+        assert_eq!(anchor(b"*.evil.com/*"), Anchor::HostSuffix(b".evil.com"));
+        assert_eq!(anchor(b"*pay*pal.com"), Anchor::HostSuffix(b"pal.com"));
+        assert_eq!(anchor(b"*paypal*/*"), Anchor::Dfa);
+        assert_eq!(anchor(b"*"), Anchor::Dfa);
+    }
+
+    #[test]
+    fn dfa_agrees_with_glob() {
+        let masks: Vec<&[u8]> = vec![b"*paypal*/*", b"*", b"*x*/a*b", b"*.x/*"];
+        let dfa = build_dfa(&masks, None).expect("small DFA");
+        for url in [
+            &b"secure-paypal.com/login"[..],
+            b"a.x/q/a1b",
+            b"ax",
+            b"",
+            b"paypal.com",
+        ] {
+            let input = Input::new(url).anchored(Anchored::Yes);
+            let mut state = OverlappingState::start();
+            let mut got = Vec::new();
+            while dfa.try_search_overlapping_fwd(&input, &mut state).is_ok() {
+                let Some(m) = state.get_match() else { break };
+                got.push(m.pattern().as_usize());
+            }
+            got.sort_unstable();
+            got.dedup();
+            let want: Vec<usize> = (0..masks.len())
+                .filter(|&i| matches(masks[i], url))
+                .collect();
+            assert_eq!(got, want, "url {:?}", String::from_utf8_lossy(url));
+        }
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn glob_agrees_with_regex(pat in "[ab*/.]{0,8}", text in "[ab/.]{0,10}") {
+                let re = regex::bytes::Regex::new(&format!("^(?:{})", to_regex(pat.as_bytes())))
+                    .expect("mask regex compiles");
+                prop_assert_eq!(matches(pat.as_bytes(), text.as_bytes()), re.is_match(text.as_bytes()));
+            }
+        }
+    }
+}

@@ -1,0 +1,531 @@
+//! The CyberTrace wire protocol (SPEC §2), pure: bytes in, frames and requests out,
+//! answer bytes written into a caller's buffer. No I/O, no lookup, no allocation per
+//! request once the caller's buffers are warm.
+//!
+//! [`Decoder`] is incremental and does not care where reads split the stream: it
+//! consumes the connection preamble (`X-KF-…` flags, maybe a `PING`), then yields one
+//! frame per LF-terminated line. Lines longer than the limit are discarded up to their
+//! LF and reported once as [`Frame::Overlong`], which still gets an answer so the
+//! client's FIFO of requests and answers stays aligned.
+//!
+//! [`parse_request`] turns a line into indicators; the `encode_*` functions write the
+//! answer lines.
+
+use crate::indicator::{self, Kind};
+
+/// Flags KUMA may send before the first request.
+pub const FLAGS: [&[u8]; 3] = [
+    b"X-KF-ReplyBack",
+    b"X-KF-SendFinishedEvent",
+    b"X-KF-SaveStatistic",
+];
+pub const PING: &[u8] = b"PING";
+pub const PONG: &[u8] = b"PONG\n";
+pub const FINISHED: &[u8] = b"LookupFinished\n";
+
+/// What the decoder found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A request line, LF removed, trailing CR removed, never empty.
+    Line(&'a [u8]),
+    /// `PING`, after the preamble or alone on a line: answer [`PONG`].
+    Ping,
+    /// A line over the limit ended; answer it with [`FINISHED`] alone.
+    Overlong,
+}
+
+#[derive(Debug)]
+pub struct Decoder {
+    max_line: usize,
+    in_preamble: bool,
+    flags_seen: bool,
+    discarding: bool,
+    overlong_seen: u64,
+}
+
+impl Decoder {
+    pub fn new(max_line: usize) -> Decoder {
+        Decoder {
+            max_line: max_line.max(1),
+            in_preamble: true,
+            flags_seen: false,
+            discarding: false,
+            overlong_seen: 0,
+        }
+    }
+
+    /// How many over-long lines this connection has sent so far.
+    pub fn overlong_count(&self) -> u64 {
+        self.overlong_seen
+    }
+
+    /// Decode from `buf` (the unconsumed bytes). Returns how many bytes were consumed
+    /// and the frame found, if any. `(0, None)` means: wait for more bytes.
+    pub fn next<'a>(&mut self, buf: &'a [u8]) -> (usize, Option<Frame<'a>>) {
+        let mut pos = 0;
+        if self.in_preamble {
+            match self.preamble(buf) {
+                Preamble::Wait(n) => return (n, None),
+                Preamble::Ping(n) => {
+                    self.in_preamble = false;
+                    return (n, Some(Frame::Ping));
+                }
+                Preamble::Done(n) => {
+                    self.in_preamble = false;
+                    pos = n;
+                }
+            }
+        }
+        loop {
+            let rest = &buf[pos..];
+            let Some(lf) = memchr::memchr(b'\n', rest) else {
+                if self.discarding {
+                    return (buf.len(), None);
+                }
+                if rest.len() > self.max_line {
+                    self.discarding = true;
+                    self.overlong_seen += 1;
+                    return (buf.len(), None);
+                }
+                return (pos, None);
+            };
+            let consumed = pos + lf + 1;
+            if self.discarding {
+                self.discarding = false;
+                return (consumed, Some(Frame::Overlong));
+            }
+            if lf > self.max_line {
+                self.overlong_seen += 1;
+                return (consumed, Some(Frame::Overlong));
+            }
+            let mut line = &rest[..lf];
+            while let Some((b'\r', head)) = line.split_last() {
+                line = head;
+            }
+            if line.iter().all(|&b| b == b'\r') {
+                pos = consumed;
+                continue;
+            }
+            if line == PING {
+                return (consumed, Some(Frame::Ping));
+            }
+            return (consumed, Some(Frame::Line(line)));
+        }
+    }
+
+    /// The client half-closed: a last line without LF still gets its answer.
+    pub fn finish<'a>(&mut self, buf: &'a [u8]) -> Option<Frame<'a>> {
+        if self.discarding {
+            self.discarding = false;
+            return Some(Frame::Overlong);
+        }
+        let mut line = buf;
+        while let Some((b'\r', head)) = line.split_last() {
+            line = head;
+        }
+        if line.is_empty() {
+            None
+        } else if line == PING {
+            Some(Frame::Ping)
+        } else {
+            Some(Frame::Line(line))
+        }
+    }
+
+    fn preamble(&mut self, buf: &[u8]) -> Preamble {
+        let mut pos = 0;
+        loop {
+            let rest = &buf[pos..];
+            if let Some(flag) = FLAGS.iter().find(|f| rest.starts_with(f)) {
+                pos += flag.len();
+                self.flags_seen = true;
+            } else if self.flags_seen && matches!(rest.first(), Some(b'\r' | b'\n')) {
+                pos += 1;
+            } else if rest.is_empty() || FLAGS.iter().any(|f| f.starts_with(rest)) {
+                // Nothing yet, or a flag split across reads.
+                return Preamble::Wait(pos);
+            } else {
+                break;
+            }
+        }
+        if !self.flags_seen {
+            return Preamble::Done(pos);
+        }
+        let rest = &buf[pos..];
+        if rest.starts_with(PING) {
+            // `PING` right after the flags needs no line ending.
+            let mut end = pos + PING.len();
+            if buf.get(end) == Some(&b'\r') {
+                end += 1;
+            }
+            if buf.get(end) == Some(&b'\n') {
+                end += 1;
+            }
+            return Preamble::Ping(end);
+        }
+        if PING.starts_with(rest) {
+            return Preamble::Wait(pos);
+        }
+        Preamble::Done(pos)
+    }
+}
+
+enum Preamble {
+    Wait(usize),
+    Ping(usize),
+    Done(usize),
+}
+
+/// One indicator of a request: its kind and its value, trimmed, as sent.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Indicator<'a> {
+    pub kind: Kind,
+    pub value: &'a [u8],
+}
+
+/// The request key's kind, if it is one of SPEC §2's keys (case-insensitive).
+pub fn key_kind(key: &[u8]) -> Option<Kind> {
+    let key = key.trim_ascii();
+    let is = |k: &str| key.eq_ignore_ascii_case(k.as_bytes());
+    if is("url") {
+        Some(Kind::Url)
+    } else if is("ip") {
+        Some(Kind::Ip)
+    } else if is("hash") || is("md5") || is("sha1") || is("sha256") {
+        Some(Kind::Hash)
+    } else if is("domain") {
+        Some(Kind::Domain)
+    } else {
+        None
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let is_space = |b: &u8| b.is_ascii_whitespace();
+    let start = v.iter().position(|b| !is_space(b)).unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// Parse a request line into `out` (cleared first), in request order.
+pub fn parse_request<'a>(line: &'a [u8], out: &mut Vec<Indicator<'a>>) {
+    out.clear();
+    for_each_indicator(line, |i| out.push(i));
+}
+
+/// Call `f` with each indicator of a request line, in request order. Tokens are split
+/// at `|` (or, in a line without `|`, before each whitespace-preceded `known_key=`);
+/// each token splits at its first `=`; unknown keys and empty values are skipped. A
+/// line without any known key is one bare value of detected kind.
+pub fn for_each_indicator<'a>(line: &'a [u8], mut f: impl FnMut(Indicator<'a>)) {
+    let mut any_known = false;
+    let mut token = |tok: &'a [u8]| {
+        let Some(eq) = memchr::memchr(b'=', tok) else {
+            return;
+        };
+        if let Some(kind) = key_kind(&tok[..eq]) {
+            any_known = true;
+            let value = trim(&tok[eq + 1..]);
+            if !value.is_empty() {
+                f(Indicator { kind, value });
+            }
+        }
+    };
+    if memchr::memchr(b'|', line).is_some() {
+        line.split(|&b| b == b'|').for_each(&mut token);
+    } else {
+        // Splunk style: `ip=1.2.3.4 md5=ABC…`, split before each ` key=`.
+        let mut start = 0;
+        for i in 0..line.len() {
+            if !line[i].is_ascii_whitespace() {
+                continue;
+            }
+            let after = &line[i + 1..];
+            if let Some(eq) = memchr::memchr(b'=', after) {
+                let k = &after[..eq];
+                if !k.iter().any(u8::is_ascii_whitespace) && key_kind(k).is_some() {
+                    token(&line[start..i]);
+                    start = i + 1;
+                }
+            }
+        }
+        token(&line[start..]);
+    }
+    if !any_known {
+        let value = trim(line);
+        if !value.is_empty() {
+            f(Indicator {
+                kind: indicator::detect(value),
+                value,
+            });
+        }
+    }
+}
+
+/// Tracks category names used in one answer, to suffix repeats with `_2`, `_3`, ….
+#[derive(Default)]
+pub struct Categories {
+    names: Vec<u8>,
+    seen: Vec<(usize, usize, u32)>,
+}
+
+impl Categories {
+    pub fn clear(&mut self) {
+        self.names.clear();
+        self.seen.clear();
+    }
+
+    /// How many times `name` has been used in this answer, counting this use.
+    pub fn next(&mut self, name: &[u8]) -> u32 {
+        for (s, e, n) in &mut self.seen {
+            if &self.names[*s..*e] == name {
+                *n += 1;
+                return *n;
+            }
+        }
+        let s = self.names.len();
+        self.names.extend_from_slice(name);
+        self.seen.push((s, self.names.len(), 1));
+        1
+    }
+}
+
+/// Write one hit line: `Category=<c>[_n]|MatchedIndicator=<v>|<context>\n`.
+pub fn encode_hit(out: &mut Vec<u8>, category: &[u8], nth: u32, matched: &[u8], context: &[u8]) {
+    out.extend_from_slice(b"Category=");
+    crate::feed::context::escape_into(out, category, false);
+    if nth > 1 {
+        out.push(b'_');
+        push_u32(out, nth);
+    }
+    out.extend_from_slice(b"|MatchedIndicator=");
+    crate::feed::context::escape_into(out, matched, false);
+    if !context.is_empty() {
+        out.push(b'|');
+        out.extend_from_slice(context);
+    }
+    out.push(b'\n');
+}
+
+fn push_u32(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run the decoder over `chunks` as separate reads, like a connection would.
+    fn decode_chunks(chunks: &[&[u8]], max_line: usize) -> Vec<String> {
+        let mut dec = Decoder::new(max_line);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            let mut pos = 0;
+            loop {
+                let (n, frame) = dec.next(&buf[pos..]);
+                pos += n;
+                match frame {
+                    Some(f) => out.push(show(&f)),
+                    None if n == 0 => break,
+                    None => {}
+                }
+            }
+            buf.drain(..pos);
+        }
+        if let Some(f) = dec.finish(&buf) {
+            out.push(show(&f));
+        }
+        out
+    }
+
+    fn show(f: &Frame<'_>) -> String {
+        match f {
+            Frame::Line(l) => format!("L:{}", String::from_utf8_lossy(l)),
+            Frame::Ping => "PING".into(),
+            Frame::Overlong => "OVERLONG".into(),
+        }
+    }
+
+    #[test]
+    fn preamble_flags_in_any_order_then_request() {
+        let got = decode_chunks(&[b"X-KF-SaveStatisticX-KF-ReplyBackurl=a.com\n"], 100);
+        assert_eq!(got, vec!["L:url=a.com"]);
+        let got = decode_chunks(&[b"X-KF-ReplyBack\r\n", b"url=a.com\n"], 100);
+        assert_eq!(got, vec!["L:url=a.com"]);
+    }
+
+    #[test]
+    fn preamble_split_mid_token() {
+        let got = decode_chunks(
+            &[b"X-KF-Rep", b"lyBackX-KF-Send", b"FinishedEventurl=a\n"],
+            100,
+        );
+        assert_eq!(got, vec!["L:url=a"]);
+    }
+
+    #[test]
+    fn ping_after_flags_needs_no_newline() {
+        let got = decode_chunks(&[b"X-KF-ReplyBackPING"], 100);
+        assert_eq!(got, vec!["PING"]);
+        let got = decode_chunks(&[b"X-KF-ReplyBackPI", b"NG\nurl=a\n"], 100);
+        assert_eq!(got, vec!["PING", "L:url=a"]);
+        let got = decode_chunks(&[b"url=a\nPING\r\n"], 100);
+        assert_eq!(got, vec!["L:url=a", "PING"]);
+    }
+
+    #[test]
+    fn crlf_empty_lines_and_final_line_without_lf() {
+        let got = decode_chunks(&[b"url=a\r\n\r\n\n", b"url=b"], 100);
+        assert_eq!(got, vec!["L:url=a", "L:url=b"]);
+    }
+
+    #[test]
+    fn overlong_lines_are_reported_once_each_and_resync() {
+        let long = vec![b'x'; 50];
+        let got = decode_chunks(&[&long, &long, b"\nurl=a\n"], 20);
+        assert_eq!(got, vec!["OVERLONG", "L:url=a"]);
+        let mut one = long.clone();
+        one.extend_from_slice(b"\nurl=b\n");
+        assert_eq!(decode_chunks(&[&one], 20), vec!["OVERLONG", "L:url=b"]);
+    }
+
+    #[test]
+    fn request_tokens() {
+        let mut out = Vec::new();
+        parse_request(
+            b"x=1|URL=http://a.com/?q=1=2|Ip= 1.2.3.4 |md5=ab|ip=5.6.7.8|",
+            &mut out,
+        );
+        let got: Vec<_> = out
+            .iter()
+            .map(|i| (i.kind, String::from_utf8_lossy(i.value).into_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Kind::Url, "http://a.com/?q=1=2".to_string()),
+                (Kind::Ip, "1.2.3.4".to_string()),
+                (Kind::Hash, "ab".to_string()),
+                (Kind::Ip, "5.6.7.8".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn splunk_style_and_bare_values() {
+        let mut out = Vec::new();
+        parse_request(
+            b"ip=1.2.3.4 md5=D41D8CD98F00B204E9800998ECF8427E url=http://x/?a=b c",
+            &mut out,
+        );
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].value, b"http://x/?a=b c");
+        parse_request(b"  gmer.com ", &mut out);
+        assert_eq!(
+            out,
+            vec![Indicator {
+                kind: Kind::Url,
+                value: b"gmer.com"
+            }]
+        );
+        parse_request(b"10.0.0.1", &mut out);
+        assert_eq!(out[0].kind, Kind::Ip);
+        parse_request(b"foo=bar|baz", &mut out);
+        assert_eq!(
+            out,
+            vec![Indicator {
+                kind: Kind::Url,
+                value: b"foo=bar|baz"
+            }]
+        );
+        parse_request(b"url=|x=1", &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn hit_encoding_and_category_suffixes() {
+        let mut cats = Categories::default();
+        let mut out = Vec::new();
+        encode_hit(
+            &mut out,
+            b"Phish",
+            cats.next(b"Phish"),
+            b"a.com",
+            b"mask=a.com",
+        );
+        encode_hit(&mut out, b"Phish", cats.next(b"Phish"), b"a.com", b"");
+        encode_hit(&mut out, b"Other", cats.next(b"Other"), b"a|b", b"k=v");
+        encode_hit(&mut out, b"Phish", cats.next(b"Phish"), b"a.com", b"k=v");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "Category=Phish|MatchedIndicator=a.com|mask=a.com\n\
+             Category=Phish_2|MatchedIndicator=a.com\n\
+             Category=Other|MatchedIndicator=a%7Cb|k=v\n\
+             Category=Phish_3|MatchedIndicator=a.com|k=v\n"
+        );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_split_gives_the_same_frames(
+                body in proptest::collection::vec(prop_oneof![
+                    Just(b"url=a.com\n".to_vec()), Just(b"\r\n".to_vec()), Just(b"PING\n".to_vec()),
+                    Just(b"ip=1.2.3.4|x\r\n".to_vec()), Just(vec![b'z'; 30]), Just(b"\n".to_vec()),
+                ], 0..12),
+                flags in proptest::collection::vec(0usize..3, 0..3),
+                cut in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+            ) {
+                let mut stream: Vec<u8> = flags.iter().flat_map(|&f| FLAGS[f].to_vec()).collect();
+                stream.extend(body.concat());
+                let whole = decode_chunks(&[&stream], 25);
+                let mut cuts: Vec<usize> = cut.iter().map(|c| c.index(stream.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut chunks = Vec::new();
+                let mut last = 0;
+                for c in cuts {
+                    chunks.push(&stream[last..c]);
+                    last = c;
+                }
+                chunks.push(&stream[last..]);
+                prop_assert_eq!(decode_chunks(&chunks, 25), whole);
+            }
+
+            #[test]
+            fn decoder_and_parser_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let mut dec = Decoder::new(16);
+                let mut pos = 0;
+                let mut inds = Vec::new();
+                loop {
+                    let (n, f) = dec.next(&bytes[pos..]);
+                    pos += n;
+                    if let Some(Frame::Line(l)) = f {
+                        parse_request(l, &mut inds);
+                    }
+                    if f.is_none() && n == 0 {
+                        break;
+                    }
+                }
+                let _ = dec.finish(&bytes[pos..]);
+            }
+        }
+    }
+}

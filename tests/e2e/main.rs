@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `tracer` binary, real feed files, and (for the server)
+//! real sockets on 127.0.0.1 with raw protocol bytes.
+
+mod cli;
+mod index_damage;
+mod util;
