@@ -288,10 +288,33 @@ pub fn parse_allow(list: &[String]) -> Result<Vec<crate::indicator::IpRange>, St
         .collect()
 }
 
-pub fn idle_timeout(args: &ServeArgs) -> Option<Duration> {
-    args.idle_timeout
-        .filter(|&s| s > 0)
-        .map(Duration::from_secs)
+impl ServeArgs {
+    /// The validated server settings.
+    pub fn config(&self) -> Result<crate::server::Config, String> {
+        if self.max_line == 0 || self.max_hits == 0 || self.max_connections == 0 {
+            return Err("--max-line, --max-hits and --max-connections must be positive".into());
+        }
+        let threads = match self.threads {
+            Some(0) => return Err("--threads must be positive".into()),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(crate::server::Config {
+            listen: self.listen,
+            threads,
+            io: self.io,
+            max_hits: self.max_hits,
+            max_line: self.max_line,
+            max_connections: self.max_connections,
+            idle_timeout: self
+                .idle_timeout
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
+            allow: parse_allow(&self.allow)?,
+            log_requests: self.log_requests,
+            watch: self.watch,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -3,4 +3,6 @@
 
 mod cli;
 mod index_damage;
+mod protocol;
+mod server;
 mod util;

@@ -93,3 +93,205 @@ pub fn expected_answers() -> Vec<(String, String)> {
     }
     cases
 }
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Both runtimes; every server test runs on each.
+pub const IO_MODES: [&str; 2] = ["uring", "epoll"];
+
+/// A `tracer serve` child process on 127.0.0.1, stopped (SIGTERM) when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Start with `args` after `serve --listen 127.0.0.1:0 --threads 2 --io <io>`.
+    pub fn start(io: &str, args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--threads",
+                "2",
+                "--io",
+                io,
+            ])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer serve");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut l = sink.lock().expect("log lock");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!("server did not start: {}", log.lock().expect("log").clone())
+            });
+        Server {
+            child,
+            addr: addr.parse().expect("listen address"),
+            log,
+        }
+    }
+
+    pub fn demo(io: &str) -> Server {
+        Server::start(io, &[])
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        s.set_nodelay(true).expect("nodelay");
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Wait until the log contains `needle` (or fail after 20 s).
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Stop with SIGTERM; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !self.exited() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Read until `finished` answers (`LookupFinished` or `PONG` lines) have arrived.
+pub fn read_answers(s: &mut TcpStream, finished: usize) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let mut count = 0;
+    while count < finished {
+        let n = s.read(&mut buf).expect("read answers");
+        assert!(
+            n > 0,
+            "connection closed after {count} of {finished} answers: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        count = count_answers(&got);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+pub fn count_answers(bytes: &[u8]) -> usize {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| *l == b"LookupFinished" || *l == b"PONG")
+        .count()
+}
+
+/// Send `bytes` and read the answers of `finished` requests.
+pub fn exchange(server: &Server, bytes: &[u8], finished: usize) -> String {
+    let mut s = server.connect();
+    s.write_all(bytes).expect("send");
+    read_answers(&mut s, finished)
+}
+
+/// Read to EOF (the server closed), failing after the read timeout.
+pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("read: {e} after {} bytes", got.len()),
+        }
+    }
+}
+
+pub const GMER: &str =
+    "Category=demo_ioc|MatchedIndicator=gmer.com|ioc=gmer.com|context=bad_URL\nLookupFinished\n";
+pub const MISS: &str = "LookupFinished\n";

@@ -1,0 +1,352 @@
+//! One client connection: read a chunk, answer every complete line in it, write all
+//! those answers with one write, repeat. Long-lived: nothing but client EOF, an I/O
+//! error, the idle timeout or shutdown ends it; never an answer, never bad input.
+//!
+//! Buffers: reads land in `chunk`, a buffer of its own. A read cancelled by shutdown or
+//! the idle timer (io_uring owns the buffer while the read is in flight) then loses
+//! only an empty buffer, never unanswered input. Bytes of an unfinished line wait in
+//! `pending`; the common case, a read that ends on a line boundary, answers straight
+//! from `chunk` without copying.
+//!
+//! Backpressure: answers are written before the next read, and a batch whose answers
+//! pass [`OUT_HIGH`] is written in parts. A client that stops reading its answers stalls
+//! our write, so we stop reading its requests; memory per connection stays bounded by
+//! about `READ_SIZE + OUT_HIGH + max-line`.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::answer::Responder;
+use crate::index::IndexSet;
+use crate::protocol::{self, Decoder, Frame};
+use crate::server::Shared;
+
+pub const READ_SIZE: usize = 64 * 1024;
+pub const OUT_HIGH: usize = 256 * 1024;
+/// After shutdown, keep reading what clients had already sent until they go quiet
+/// for this long.
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
+
+/// The two runtimes' sockets, behind one owned-buffer interface (io_uring needs to own
+/// buffers while the kernel uses them).
+pub trait Transport {
+    /// Read into the spare capacity of `buf`, appending. `Ok(0)` is EOF.
+    fn read_into(
+        &mut self,
+        buf: Vec<u8>,
+    ) -> impl std::future::Future<Output = (io::Result<usize>, Vec<u8>)>;
+    fn write_all(
+        &mut self,
+        buf: Vec<u8>,
+    ) -> impl std::future::Future<Output = (io::Result<()>, Vec<u8>)>;
+    /// End the connection now. Dropping is not enough under io_uring: a cancelled read
+    /// still holds the descriptor until the kernel completes it, and shutting the
+    /// socket down is what completes it.
+    fn close(&self);
+}
+
+impl Transport for tokio_uring::net::TcpStream {
+    async fn read_into(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        use tokio_uring::buf::BoundedBuf;
+        let len = buf.len();
+        let (res, slice) = self.read(buf.slice(len..)).await;
+        (res, slice.into_inner())
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        tokio_uring::net::TcpStream::write_all(self, buf).await
+    }
+
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Transport for tokio::net::TcpStream {
+    async fn read_into(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let res = self.read_buf(&mut buf).await;
+        (res, buf)
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        use tokio::io::AsyncWriteExt;
+        let res = AsyncWriteExt::write_all(self, &buf).await;
+        (res, buf)
+    }
+
+    fn close(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A worker thread's handle on the served index. Connections take an `Rc` of it per
+/// batch: a non-atomic count, where cloning the `Arc` itself would bounce its count's
+/// cache line between cores on every batch.
+pub struct ThreadIndex(Arc<IndexSet>);
+
+impl std::ops::Deref for ThreadIndex {
+    type Target = IndexSet;
+    fn deref(&self) -> &IndexSet {
+        &self.0
+    }
+}
+
+/// What one worker thread shares among its connections.
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    /// The index this thread serves, and its generation; refreshed when a reload
+    /// publishes a new one. Connections hold an `Rc` to it for a batch, so requests in
+    /// flight finish on the index they started with.
+    index: RefCell<(u64, Rc<ThreadIndex>)>,
+    responder: RefCell<Responder>,
+    pub open: Cell<usize>,
+}
+
+impl Worker {
+    pub fn new(shared: Arc<Shared>) -> Worker {
+        let (generation, index) = shared.current();
+        let max_hits = shared.config.max_hits;
+        Worker {
+            shared,
+            index: RefCell::new((generation, Rc::new(ThreadIndex(index)))),
+            responder: RefCell::new(Responder::new(max_hits)),
+            open: Cell::new(0),
+        }
+    }
+
+    /// The current index: one atomic load when nothing changed, no lock.
+    fn index(&self) -> Rc<ThreadIndex> {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        let mut cached = self.index.borrow_mut();
+        if cached.0 != generation {
+            let (g, index) = self.shared.current();
+            *cached = (g, Rc::new(ThreadIndex(index)));
+        }
+        cached.1.clone()
+    }
+}
+
+/// Per-batch counters, added to the shared ones once per batch.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    indicators: u64,
+    hits: u64,
+}
+
+/// Serve one connection until it ends.
+pub async fn serve<T: Transport>(
+    mut io: T,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let cfg = &worker.shared.config;
+    let mut decoder = Decoder::new(cfg.max_line);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk: Vec<u8> = Vec::with_capacity(READ_SIZE);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut draining = *shutdown.borrow();
+    let mut warned_overlong = false;
+    let mut warned_truncated = false;
+
+    loop {
+        chunk.clear();
+        if chunk.capacity() < READ_SIZE {
+            chunk.reserve(READ_SIZE);
+        }
+        let read = if draining {
+            match tokio::time::timeout(DRAIN_QUIET, io.read_into(std::mem::take(&mut chunk))).await
+            {
+                Ok(r) => r,
+                Err(_) => break,
+            }
+        } else {
+            let idle = cfg.idle_timeout;
+            tokio::select! {
+                r = io.read_into(std::mem::take(&mut chunk)) => r,
+                _ = shutdown.changed() => {
+                    draining = true;
+                    chunk = Vec::with_capacity(READ_SIZE);
+                    continue;
+                }
+                _ = sleep_or_forever(idle) => {
+                    tracing::debug!(%peer, "idle timeout, closing");
+                    break;
+                }
+            }
+        };
+        let (res, buf) = read;
+        chunk = buf;
+        let n = match res {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "read failed, closing");
+                break;
+            }
+        };
+        let index = worker.index();
+        if n == 0 {
+            // Client half-closed: a last line without LF still gets its answer.
+            if let Some(frame) = decoder.finish(&pending) {
+                let mut tally = Tally::default();
+                answer_frame(&worker, &index, frame, &mut out, &mut tally, peer);
+                worker
+                    .shared
+                    .count(tally.requests, tally.indicators, tally.hits);
+            }
+            if !out.is_empty() {
+                let (_, _) = io.write_all(std::mem::take(&mut out)).await;
+            }
+            break;
+        }
+
+        // Answer every complete line, writing whenever the answers grow past OUT_HIGH.
+        let from_chunk = pending.is_empty();
+        if !from_chunk {
+            pending.extend_from_slice(&chunk);
+        }
+        let mut pos = 0;
+        let mut failed = false;
+        loop {
+            let data: &[u8] = if from_chunk { &chunk } else { &pending };
+            let batch = answer_batch(&worker, &index, &mut decoder, &data[pos..], &mut out, peer);
+            pos += batch.consumed;
+            if batch.truncated && !warned_truncated {
+                warned_truncated = true;
+                tracing::warn!(%peer, max_hits = cfg.max_hits, "an indicator matched more records than --max-hits; extra hits dropped");
+            }
+            if !out.is_empty() {
+                let (res, buf) = io.write_all(std::mem::take(&mut out)).await;
+                out = buf;
+                out.clear();
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "write failed, closing");
+                    failed = true;
+                    break;
+                }
+            }
+            if !batch.more {
+                break;
+            }
+        }
+        if failed {
+            break;
+        }
+        if decoder.overlong_count() > 0 && !warned_overlong {
+            warned_overlong = true;
+            worker.shared.stats.overlong.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, max_line = cfg.max_line, "request line longer than --max-line discarded (reported once per connection)");
+        }
+        // Keep the unfinished line for the next read.
+        if from_chunk {
+            pending.extend_from_slice(&chunk[pos..]);
+        } else {
+            pending.drain(..pos);
+        }
+        // A connection that held a huge partial line once should not keep its memory.
+        if pending.is_empty() && pending.capacity() > 4 * READ_SIZE {
+            pending = Vec::new();
+        }
+        if out.capacity() > 4 * OUT_HIGH {
+            out = Vec::with_capacity(16 * 1024);
+        }
+    }
+    io.close();
+}
+
+async fn sleep_or_forever(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
+struct Batch {
+    consumed: usize,
+    /// Stopped because the output passed OUT_HIGH; more frames may follow.
+    more: bool,
+    truncated: bool,
+}
+
+/// Answer frames from `data` until it runs out of complete lines or the output is
+/// big enough to write. Synchronous: no borrow is held across an await.
+fn answer_batch(
+    worker: &Worker,
+    index: &IndexSet,
+    decoder: &mut Decoder,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    peer: SocketAddr,
+) -> Batch {
+    let mut tally = Tally::default();
+    let mut pos = 0;
+    let mut truncated = false;
+    let mut more = false;
+    loop {
+        let (n, frame) = decoder.next(&data[pos..]);
+        pos += n;
+        match frame {
+            Some(f) => truncated |= answer_frame(worker, index, f, out, &mut tally, peer),
+            None if n == 0 => break,
+            None => {}
+        }
+        if out.len() >= OUT_HIGH {
+            more = true;
+            break;
+        }
+    }
+    worker
+        .shared
+        .count(tally.requests, tally.indicators, tally.hits);
+    Batch {
+        consumed: pos,
+        more,
+        truncated,
+    }
+}
+
+/// Answer one frame; returns whether hits were dropped by `--max-hits`.
+fn answer_frame(
+    worker: &Worker,
+    index: &IndexSet,
+    frame: Frame<'_>,
+    out: &mut Vec<u8>,
+    tally: &mut Tally,
+    peer: SocketAddr,
+) -> bool {
+    match frame {
+        Frame::Ping => {
+            out.extend_from_slice(protocol::PONG);
+            false
+        }
+        Frame::Overlong => {
+            out.extend_from_slice(protocol::FINISHED);
+            tally.requests += 1;
+            false
+        }
+        Frame::Line(line) => {
+            let start = out.len();
+            let outcome = worker.responder.borrow_mut().answer(index, line, out);
+            tally.requests += 1;
+            tally.indicators += outcome.indicators as u64;
+            tally.hits += outcome.hits as u64;
+            if worker.shared.config.log_requests {
+                tracing::debug!(
+                    %peer,
+                    request = %String::from_utf8_lossy(line),
+                    hits = outcome.hits,
+                    answer_bytes = out.len() - start,
+                    "request"
+                );
+            }
+            outcome.truncated
+        }
+    }
+}

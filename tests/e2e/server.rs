@@ -1,0 +1,321 @@
+//! Server behaviour under load, bad clients, limits, reload and shutdown, on both
+//! runtimes.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+#[test]
+fn two_hundred_connections_of_five_hundred_pipelined_requests() {
+    let cases = expected_answers();
+    for io in IO_MODES {
+        let srv = Server::demo(io);
+        let threads: Vec<_> = (0..200)
+            .map(|c| {
+                let mut s = srv.connect();
+                let cases = cases.clone();
+                std::thread::spawn(move || {
+                    let mut req = String::from("X-KF-ReplyBack");
+                    let mut want = String::new();
+                    for i in 0..500 {
+                        let (line, answer) = &cases[(c + i) % cases.len()];
+                        req.push_str(line);
+                        req.push('\n');
+                        want.push_str(answer);
+                    }
+                    s.write_all(req.as_bytes()).expect("send");
+                    let got = read_answers(&mut s, 500);
+                    assert!(got == want, "connection {c}: answers differ");
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("client thread");
+        }
+        assert!(srv.log().contains("listening"), "{io}");
+    }
+}
+
+/// One client misbehaves; another must be served normally meanwhile.
+fn assert_others_served(srv: &Server) {
+    assert_eq!(exchange(srv, b"url=gmer.com\n", 1), GMER);
+}
+
+#[test]
+fn ten_megabytes_without_a_newline_are_discarded_and_memory_stays_bounded() {
+    for io in IO_MODES {
+        let srv = Server::demo(io);
+        let before = srv.rss_kib();
+        let mut s = srv.connect();
+        let block = vec![b'a'; 1 << 20];
+        for _ in 0..10 {
+            s.write_all(&block).expect("send");
+        }
+        assert_others_served(&srv);
+        let grown = srv.rss_kib().saturating_sub(before);
+        assert!(
+            grown < 32 * 1024,
+            "{io}: RSS grew {grown} KiB for a 10 MB line"
+        );
+        s.write_all(b"\nurl=gmer.com\n").expect("send");
+        assert_eq!(read_answers(&mut s, 2), format!("{MISS}{GMER}"), "{io}");
+        srv.wait_log("longer than --max-line");
+    }
+}
+
+#[test]
+fn random_bytes_get_answers_and_the_connection_stays_usable() {
+    for io in IO_MODES {
+        let srv = Server::demo(io);
+        let mut s = srv.connect();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut junk = Vec::with_capacity(200_000);
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            junk.push((x >> 24) as u8);
+        }
+        s.write_all(&junk).expect("send");
+        s.write_all(b"\nurl=gmer.com\n").expect("send");
+        // Every junk line gets some answer; the last answer is gmer's.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !got.ends_with(GMER.as_bytes()) {
+            let n = s.read(&mut buf).expect("read");
+            assert!(n > 0, "{io}: closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_others_served(&srv);
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_is_throttled_not_buffered() {
+    for io in IO_MODES {
+        let srv = Server::demo(io);
+        let before = srv.rss_kib();
+        let s = srv.connect();
+        s.set_write_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut w = s.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || {
+            let line = b"url=gmer.com|url=gmer.com|url=gmer.com|url=gmer.com\n".repeat(1000);
+            let mut sent = 0usize;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(4) {
+                match w.write_all(&line) {
+                    Ok(()) => sent += line.len(),
+                    Err(_) => break,
+                }
+            }
+            sent
+        });
+        let sent = writer.join().expect("writer");
+        // Answers are ~6x the requests: had the server kept reading, it would have
+        // had to buffer far more than it did.
+        assert!(
+            sent < 200 << 20,
+            "{io}: the server kept reading ({sent} bytes)"
+        );
+        assert_others_served(&srv);
+        let grown = srv.rss_kib().saturating_sub(before);
+        assert!(grown < 64 * 1024, "{io}: RSS grew {grown} KiB");
+        drop(s);
+        assert_others_served(&srv);
+    }
+}
+
+#[test]
+fn a_client_that_disconnects_mid_answer_does_not_hurt_the_server() {
+    for io in IO_MODES {
+        let srv = Server::start(io, &["--max-line", "1000000"]);
+        for _ in 0..5 {
+            let mut s = srv.connect();
+            let line = format!("{}\n", vec!["url=gmer.com"; 20_000].join("|"));
+            s.write_all(line.as_bytes()).expect("send");
+            let mut buf = [0u8; 1000];
+            let _ = s.read(&mut buf);
+            drop(s);
+        }
+        assert_others_served(&srv);
+    }
+}
+
+#[test]
+fn max_connections_refuses_the_extra_ones() {
+    for io in IO_MODES {
+        let srv = Server::start(io, &["--max-connections", "2"]);
+        let mut a = srv.connect();
+        let mut b = srv.connect();
+        a.write_all(b"url=gmer.com\n").expect("send");
+        b.write_all(b"url=gmer.com\n").expect("send");
+        assert_eq!(read_answers(&mut a, 1), GMER);
+        assert_eq!(read_answers(&mut b, 1), GMER);
+        let mut c = srv.connect();
+        let _ = c.write_all(b"url=gmer.com\n");
+        assert!(
+            read_to_close(&mut c).is_empty(),
+            "{io}: third connection was served"
+        );
+        srv.wait_log("--max-connections reached");
+        drop(a);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_others_served(&srv);
+    }
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_timeout() {
+    for io in IO_MODES {
+        let srv = Server::start(io, &["--idle-timeout", "1"]);
+        let mut s = srv.connect();
+        s.write_all(b"url=gmer.com\n").expect("send");
+        assert_eq!(read_answers(&mut s, 1), GMER);
+        let started = Instant::now();
+        assert!(read_to_close(&mut s).is_empty());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900),
+            "{io}: closed after {waited:?}"
+        );
+    }
+}
+
+#[test]
+fn clients_outside_allow_are_closed_at_once() {
+    for io in IO_MODES {
+        let srv = Server::start(io, &["--allow", "10.0.0.0/8,192.168.0.0/16"]);
+        let mut s = srv.connect();
+        let _ = s.write_all(b"url=gmer.com\n");
+        assert!(read_to_close(&mut s).is_empty(), "{io}");
+        srv.wait_log("outside --allow");
+        let srv = Server::start(io, &["--allow", "127.0.0.0/8"]);
+        assert_others_served(&srv);
+    }
+}
+
+fn compile_csv(dir: &TempDir, name: &str, context: &str) -> std::path::PathBuf {
+    let feed = dir.path(&format!("{name}.csv"));
+    std::fs::write(&feed, format!("ioc,context\nreload.example,{context}\n")).expect("write");
+    let out = dir.path(&format!("{name}.tracer"));
+    let o = tracer(&[
+        "compile",
+        feed.to_str().expect("path"),
+        "-k",
+        "ioc",
+        "--category",
+        "reload",
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+#[test]
+fn reload_under_traffic_answers_every_request_from_a_or_b() {
+    for io in IO_MODES {
+        let dir = TempDir::new("reload");
+        let a = compile_csv(&dir, "a", "from_A");
+        let b = compile_csv(&dir, "b", "from_B");
+        let served = dir.path("served.tracer");
+        std::fs::copy(&a, &served).expect("copy");
+        let srv = Server::start(io, &["-l", served.to_str().expect("path")]);
+        let answer = |ctx: &str| {
+            format!("Category=reload|MatchedIndicator=reload.example|ioc=reload.example|context={ctx}\nLookupFinished\n")
+        };
+        let (ans_a, ans_b) = (answer("from_A"), answer("from_B"));
+
+        let mut s = srv.connect();
+        let client = std::thread::spawn(move || {
+            let mut seen_b = 0;
+            let mut total = 0;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(3) {
+                s.write_all("url=reload.example\n".repeat(200).as_bytes())
+                    .expect("send");
+                let got = read_answers(&mut s, 200);
+                let mut rest = got.as_str();
+                while !rest.is_empty() {
+                    if let Some(r) = rest.strip_prefix(ans_a.as_str()) {
+                        rest = r;
+                    } else if let Some(r) = rest.strip_prefix(ans_b.as_str()) {
+                        rest = r;
+                        seen_b += 1;
+                    } else {
+                        panic!("answer from neither index: {rest:.200}");
+                    }
+                    total += 1;
+                }
+            }
+            (seen_b, total)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // Atomic replace, as `tracer compile` does.
+        let tmp = dir.path("next.tracer");
+        std::fs::copy(&b, &tmp).expect("copy");
+        std::fs::rename(&tmp, &served).expect("rename");
+        srv.signal("HUP");
+        srv.wait_log("index reloaded");
+        let (seen_b, total) = client.join().expect("client");
+        assert!(
+            seen_b > 0 && seen_b < total,
+            "{io}: {seen_b} of {total} from B"
+        );
+
+        // A corrupted file: the reload fails, B keeps serving.
+        std::fs::write(&tmp, b"TRACERIX but not really an index").expect("write");
+        std::fs::rename(&tmp, &served).expect("rename");
+        srv.signal("HUP");
+        srv.wait_log("reload failed");
+        assert_eq!(
+            exchange(&srv, b"url=reload.example\n", 1),
+            answer("from_B"),
+            "{io}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_answers_every_request_already_sent_and_exits_zero() {
+    for io in IO_MODES {
+        let srv = Server::demo(io);
+        let mut s = srv.connect();
+        let mut req = String::new();
+        for i in 0..2000 {
+            req.push_str(if i % 2 == 0 {
+                "url=gmer.com\n"
+            } else {
+                "url=miss.example\n"
+            });
+        }
+        s.write_all(req.as_bytes()).expect("send");
+        srv.signal("TERM");
+        let got = read_to_close(&mut s);
+        assert_eq!(count_answers(&got), 2000, "{io}");
+        assert_eq!(
+            got,
+            format!("{GMER}{MISS}").repeat(1000).into_bytes(),
+            "{io}"
+        );
+        assert_eq!(srv.stop(), Some(0), "{io}");
+    }
+}
+
+#[test]
+fn feeds_given_with_f_and_k_are_served() {
+    for io in IO_MODES {
+        let feed = fixtures().join("demo_ioc.csv");
+        let srv = Server::start(io, &["-f", feed.to_str().expect("path"), "-k", "ioc"]);
+        assert_eq!(
+            exchange(&srv, b"url=https://www.GMER.com/\n", 1),
+            GMER.replace(
+                "MatchedIndicator=gmer.com",
+                "MatchedIndicator=https://www.GMER.com/"
+            ),
+            "{io}"
+        );
+    }
+}
