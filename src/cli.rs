@@ -251,6 +251,10 @@ pub struct GenerateArgs {
     pub ips: usize,
     #[arg(long, default_value_t = 100_000)]
     pub domains: usize,
+    /// Also write `mixed.csv` (`ioc,context`) with this many rows of every kind
+    /// (URLs, masks, hashes, IPs, CIDRs), for `--kind auto` compiles.
+    #[arg(long, default_value_t = 0)]
+    pub mixed: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::feed::{self, FeedError, Format, RawRecord, ReadOptions, Skip};
 use crate::index::format::{self, SectionId};
 use crate::index::records::{FeedMeta, Meta, Records};
-use crate::index::{hashes, ip, masks, postings};
+use crate::index::{hashes, hashtab, ip, masks, postings};
 use crate::indicator::{self, Kind};
 
 /// One feed to compile.
@@ -263,29 +263,26 @@ impl Compiler {
         let records = rkyv::to_bytes::<rkyv::rancor::Error>(&records)
             .map_err(|e| build("records")(e.to_string()))?;
 
+        let m = masks::build(self.masks, &mut post).map_err(build("URL masks"))?;
+        // Exact keys and mask buckets share one hashed table.
         let mut exact = self.exact;
         exact.sort_unstable();
         exact.dedup();
-        let mut fst = fst::MapBuilder::memory();
-        let mut i = 0;
+        let mut keys: Vec<(Box<[u8]>, u32)> = Vec::with_capacity(exact.len() + m.buckets.len());
         let mut ids = Vec::new();
-        while i < exact.len() {
-            let k = &exact[i].0;
+        let mut rest = &exact[..];
+        while let Some((first, _)) = rest.first() {
+            let n = rest.iter().take_while(|(k, _)| k == first).count();
             ids.clear();
-            while i < exact.len() && exact[i].0 == *k {
-                ids.push(exact[i].1);
-                i += 1;
-            }
-            fst.insert(k, post.add(&ids) as u64)
-                .map_err(|e| build("exact keys")(e.to_string()))?;
+            ids.extend(rest[..n].iter().map(|(_, id)| *id));
+            keys.push((first.clone(), post.add(&ids)));
+            rest = &rest[n..];
         }
-        drop(ids);
-        let exact_fst = fst
-            .into_inner()
-            .map_err(|e| build("exact keys")(e.to_string()))?;
         drop(exact);
+        keys.extend(m.buckets);
+        let exact_table = hashtab::build(&keys).map_err(build("exact keys"))?;
+        drop(keys);
 
-        let m = masks::build(self.masks, &mut post).map_err(build("URL masks"))?;
         let [md5, sha1, sha256] = self.digests;
         let md5 = table_or_empty(md5, |e| hashes::build(16, e, &mut post));
         let sha1 = table_or_empty(sha1, |e| hashes::build(20, e, &mut post));
@@ -298,7 +295,7 @@ impl Compiler {
             (SectionId::Meta, meta.to_vec()),
             (SectionId::Records, records.to_vec()),
             (SectionId::Postings, post.into_bytes()),
-            (SectionId::Exact, exact_fst),
+            (SectionId::Exact, exact_table),
             (SectionId::Masks, m.table),
             (SectionId::MaskPrefix, m.prefix_fst),
             (SectionId::MaskSuffix, m.suffix_fst),

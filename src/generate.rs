@@ -7,6 +7,8 @@
 //! - `hashes.csv`: `md5,sha256,threat,first_seen`, keyed by `md5`;
 //! - `ips.csv`: `ip,threat,confidence`: v4 addresses, v4 CIDRs, v6 networks, ranges;
 //! - `domains.txt`: one domain per line;
+//! - with `--mixed N`, `mixed.csv`: `ioc,context` rows of every kind (MD5 30 %, SHA-256
+//!   10 %, exact URLs 20 %, `*.host/*` 10 %, `host/*` 10 %, v4 addresses 10 %, /24s 10 %);
 //! - `hits.txt` and `misses.txt`: request values (`url=…`, `hash=…`, `ip=…`,
 //!   `domain=…`) that must hit, and that must miss, the feeds above. Misses use hosts
 //!   under `.invalid`, addresses in 198.18.0.0/15 and digests of a separate stream,
@@ -224,6 +226,48 @@ pub fn run(args: &GenerateArgs) -> std::io::Result<(usize, usize, usize)> {
     f.flush()?;
     hits.flush()?;
 
+    if args.mixed > 0 {
+        let mut f = create("mixed.csv")?;
+        writeln!(f, "ioc,context")?;
+        for i in 0..args.mixed {
+            let mut v = String::new();
+            match i % 10 {
+                0..=2 => {
+                    rng.hex(&mut v, 32);
+                    write!(f, "{v}")?;
+                }
+                3 => {
+                    rng.hex(&mut v, 64);
+                    write!(f, "{v}")?;
+                }
+                4..=5 => {
+                    let h = host(&mut rng, i);
+                    let p = path(&mut rng, 2);
+                    write!(f, "{h}{p}")?;
+                }
+                6 => write!(f, "*.{}/*", host(&mut rng, i))?,
+                7 => write!(f, "{}/*", host(&mut rng, i))?,
+                8 => write!(
+                    f,
+                    "{}.{}.{}.{}",
+                    10 + rng.below(100),
+                    rng.below(256),
+                    rng.below(256),
+                    rng.below(256)
+                )?,
+                _ => write!(
+                    f,
+                    "{}.{}.{}.0/24",
+                    10 + rng.below(100),
+                    rng.below(256),
+                    rng.below(256)
+                )?,
+            }
+            writeln!(f, ",mixed_{}", i % 97)?;
+        }
+        f.flush()?;
+    }
+
     let mut misses = create("misses.txt")?;
     let mut miss_rng = Rng::new(args.seed.wrapping_add(0xDEAD_BEEF));
     let miss_count = 100_000;
@@ -237,8 +281,8 @@ pub fn run(args: &GenerateArgs) -> std::io::Result<(usize, usize, usize)> {
             1 => {
                 let mut h = String::new();
                 miss_rng.hex(&mut h, 32);
-                // A leading 'F0F0' stream never produced above is not guaranteed, so
-                // misses come from a disjoint seed and are checked at load time.
+                // From an independent stream: a collision with a feed digest has
+                // probability ~n/2^128.
                 writeln!(misses, "hash={h}")?;
             }
             2 => writeln!(

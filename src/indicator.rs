@@ -273,7 +273,7 @@ pub fn normalize_url(input: &[u8], out: &mut Vec<u8>) {
     let host_end = memchr::memchr2(b'/', b'?', out).unwrap_or(out.len());
     while out.len() > host_end {
         match out.last() {
-            Some(b'/' | b'?' | b' ' | b'\t') => {
+            Some(&b) if b == b'/' || b == b'?' || b.is_ascii_whitespace() => {
                 out.pop();
             }
             _ => break,
@@ -317,7 +317,7 @@ fn push_host(authority: &[u8], out: &mut Vec<u8>) {
             }
             host = &host[..=close];
         }
-    } else if memchr::memchr_iter(b':', host).count() >= 2 {
+    } else if memchr::memchr(b':', host) != memchr::memrchr(b':', host) {
         // Bare IPv6 (an `ip` value sent as `url`): no port is possible here.
         if let Some((fam, v)) = parse_ip(host) {
             push_ip(fam, v, out);
@@ -343,7 +343,11 @@ fn push_host(authority: &[u8], out: &mut Vec<u8>) {
     // nothing changes, so `www.www.x`, ` .x.:80 ` and `x` are one host and the
     // function stays idempotent.
     loop {
-        while out.len() > start && matches!(out.last(), Some(b'.' | b' ' | b'\t')) {
+        while out.len() > start
+            && out
+                .last()
+                .is_some_and(|&b| b == b'.' || b.is_ascii_whitespace())
+        {
             out.pop();
         }
         let h = &out[start..];
@@ -356,7 +360,7 @@ fn push_host(authority: &[u8], out: &mut Vec<u8>) {
         }
         let lead = out[start..]
             .iter()
-            .take_while(|&&b| matches!(b, b'.' | b' ' | b'\t'))
+            .take_while(|&&b| b == b'.' || b.is_ascii_whitespace())
             .count();
         let www = out[start + lead..].starts_with(b"www.") && out.len() > start + lead + 4;
         let cut = lead + if www { 4 } else { 0 };
@@ -386,28 +390,28 @@ fn parse_ipv4_loose(host: &[u8]) -> Option<u32> {
     if host.is_empty() || !host[0].is_ascii_digit() {
         return None;
     }
-    let parts: Vec<&[u8]> = host.split(|&b| b == b'.').collect();
-    if parts.len() > 4 {
+    let n = host.split(|&b| b == b'.').count();
+    if n > 4 {
         return None;
     }
-    let mut nums = [0u64; 4];
-    for (i, p) in parts.iter().enumerate() {
-        nums[i] = parse_ipv4_part(p)?;
-    }
-    let n = parts.len();
     let mut addr: u64 = 0;
-    for (i, &num) in nums.iter().enumerate().take(n - 1) {
-        if num > 255 {
-            return None;
+    for (i, part) in host.split(|&b| b == b'.').enumerate() {
+        let num = parse_ipv4_part(part)?;
+        if i + 1 < n {
+            if num > 255 {
+                return None;
+            }
+            addr |= num << (8 * (3 - i));
+        } else {
+            // The last part fills the remaining bytes.
+            let room = 8 * (5 - n as u64);
+            if room < 64 && num >= (1u64 << room) {
+                return None;
+            }
+            addr |= num;
         }
-        addr |= num << (8 * (3 - i));
     }
-    let last = nums[n - 1];
-    let room = 8 * (5 - n as u64);
-    if room < 64 && last >= (1u64 << room) {
-        return None;
-    }
-    Some((addr | last) as u32)
+    Some(addr as u32)
 }
 
 fn parse_ipv4_part(p: &[u8]) -> Option<u64> {
@@ -430,34 +434,44 @@ fn parse_ipv4_part(p: &[u8]) -> Option<u64> {
 }
 
 /// Write the normalized path: decoded once, `\` as `/`, dot segments resolved, empty
-/// segments dropped, lowercased. Each segment is written as it is resolved.
+/// segments dropped, lowercased. Decodes into `out`, then resolves segments in place
+/// (the write cursor never passes the read cursor), so nothing is allocated.
 fn push_path(path: &[u8], out: &mut Vec<u8>) {
     if path.is_empty() {
         return;
     }
-    let mut decoded = Vec::with_capacity(path.len());
-    push_decoded(path, &mut decoded, true);
-    // Segment start offsets in `out`, for `..`.
-    let mut starts: Vec<usize> = Vec::new();
+    let base = out.len();
+    push_decoded(path, out, true);
+    let end = out.len();
+    let mut w = base;
+    let mut r = base;
     // A path naming a directory (`/x/`, `/`, `/a/..`) keeps its final `/`; only a `/`
     // at the very end of the whole URL is dropped, by the caller.
     let mut dir = false;
-    for seg in decoded.split(|&b| b == b'/') {
-        dir = matches!(seg, b"" | b"." | b"..");
-        match seg {
-            b"" | b"." => {}
+    while r <= end {
+        let seg_end = memchr::memchr(b'/', &out[r..end]).map_or(end, |i| r + i);
+        match &out[r..seg_end] {
+            b"" | b"." => dir = true,
             b".." => {
-                if let Some(s) = starts.pop() {
-                    out.truncate(s);
+                dir = true;
+                while w > base {
+                    w -= 1;
+                    if out[w] == b'/' {
+                        break;
+                    }
                 }
             }
             _ => {
-                starts.push(out.len());
-                out.push(b'/');
-                out.extend_from_slice(seg);
+                dir = false;
+                out[w] = b'/';
+                w += 1;
+                out.copy_within(r..seg_end, w);
+                w += seg_end - r;
             }
         }
+        r = seg_end + 1;
     }
+    out.truncate(w);
     if dir {
         out.push(b'/');
     }
@@ -469,8 +483,14 @@ fn push_path(path: &[u8], out: &mut Vec<u8>) {
 fn push_decoded(src: &[u8], out: &mut Vec<u8>, is_path: bool) {
     let mut i = 0;
     while i < src.len() {
-        let b = src[i];
-        if b == b'%' {
+        // Copy the run up to the next byte that needs care in one go.
+        let special = memchr::memchr3(b'%', b'#', b'\\', &src[i..]).map_or(src.len(), |j| i + j);
+        out.extend(src[i..special].iter().map(u8::to_ascii_lowercase));
+        i = special;
+        if i == src.len() {
+            break;
+        }
+        if src[i] == b'%' {
             let hi = src.get(i + 1).and_then(|&c| hex_val(c));
             let lo = src.get(i + 2).and_then(|&c| hex_val(c));
             if let (Some(h), Some(l)) = (hi, lo) {
@@ -479,7 +499,7 @@ fn push_decoded(src: &[u8], out: &mut Vec<u8>, is_path: bool) {
                 continue;
             }
         }
-        push_byte(b, out, is_path);
+        push_byte(src[i], out, is_path);
         i += 1;
     }
 }

@@ -47,9 +47,11 @@ pub enum SectionId {
     Records = 2,
     /// u32 posting lists: `count, id, id, …` (see `postings`).
     Postings = 3,
-    /// fst map: kind byte + normalized value → posting ref (exact URLs, domains, raw).
+    /// Hashed table: kind byte + normalized value → posting ref (exact URLs, domains,
+    /// raw strings, and the `h`/`s` buckets of URL masks).
     Exact = 4,
-    /// Mask table: per mask `text offset u32, text len u32, posting u32, 0u32`, then text.
+    /// Mask table: `u64 count, u32 host buckets, u32 subdomain buckets`, then per mask
+    /// `text offset u32, text len u32, posting u32, 0u32`, then the mask text.
     Masks = 5,
     /// fst map: literal prefix of a mask → posting ref of mask ids.
     MaskPrefix = 6,

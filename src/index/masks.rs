@@ -14,16 +14,20 @@
 //! the leading and embedded `*` create states that combine across masks. It is kept
 //! only for the masks that nothing else can anchor.
 //!
-//! **What is built instead**, by the mask's shape:
-//! - no leading `*` (exact-host masks `host/path/*`, `host/*.ext`, and `discord*.gift/*`):
-//!   an fst keyed by the *literal prefix* (bytes before the first `*`). Lookup walks the
-//!   fst along the URL once; every final state passed is a prefix of the URL, and its
-//!   value lists the masks sharing that prefix. Cost is one fst step per URL byte,
-//!   whatever the mask count.
-//! - a leading `*` with a literal host tail (`*.host/*`, `*-paypal.com/*`): an fst keyed
-//!   by the reversed tail, walked along the reversed URL host.
-//! - neither (`*paypal*/*`, `*`): one small DFA over all of them, serialized in the
-//!   index so opening never rebuilds it.
+//! **What is built instead**, by the mask's shape (most common first):
+//! - literal host (`host/path/*`, `host/*.ext`): bucketed by host in the index's hashed
+//!   table (key `h` + host). One probe per lookup finds every mask of the URL's host.
+//! - `*.domain…` (`*.host/*`): bucketed by domain (key `s` + domain). A lookup probes
+//!   each parent domain of the URL's host (`a.b.c.com` → `b.c.com`, `c.com`, `com`).
+//! - no leading `*` but a `*` inside the host (`discord*.gift/*`): an fst keyed by the
+//!   literal prefix, walked along the URL; every final state passed is a prefix of it.
+//! - another leading `*` with a literal host tail (`*-paypal.com/*`): an fst keyed by
+//!   the reversed tail, walked along the reversed host.
+//! - anything else (`*paypal*/*`, `*`): one small DFA, serialized in the index so
+//!   opening never rebuilds it.
+//!
+//! An earlier version kept every mask in the two fsts; the buckets replaced it after
+//! profiling showed fst node decoding dominating lookups (README, Performance).
 //!
 //! Every candidate is then checked by [`matches`], the one definition of the semantics,
 //! so the fsts and the DFA are only filters and cannot disagree with it.
@@ -75,6 +79,11 @@ pub fn glob(pat: &[u8], text: &[u8]) -> bool {
 /// How a mask is anchored for candidate search.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Anchor<'a> {
+    /// The whole host is literal: bucket by host.
+    Host(&'a [u8]),
+    /// The host is `*.` + a literal domain: bucket by that domain.
+    Subdomain(&'a [u8]),
+    /// Literal bytes before the first `*` (which is inside the host).
     Prefix(&'a [u8]),
     /// Literal host tail after the last `*`, not yet reversed.
     HostSuffix(&'a [u8]),
@@ -82,11 +91,19 @@ pub enum Anchor<'a> {
 }
 
 pub fn anchor(mask: &[u8]) -> Anchor<'_> {
+    let (host, _) = split_host(mask);
+    if !host.contains(&b'*') {
+        return Anchor::Host(host);
+    }
+    if let Some(domain) = host.strip_prefix(b"*.") {
+        if !domain.is_empty() && !domain.contains(&b'*') {
+            return Anchor::Subdomain(domain);
+        }
+    }
     if mask.first() != Some(&b'*') {
         let end = memchr::memchr(b'*', mask).unwrap_or(mask.len());
         return Anchor::Prefix(&mask[..end]);
     }
-    let (host, _) = split_host(mask);
     let tail_start = memchr::memrchr(b'*', host).map_or(0, |i| i + 1);
     if tail_start < host.len() {
         Anchor::HostSuffix(&host[tail_start..])
@@ -94,6 +111,11 @@ pub fn anchor(mask: &[u8]) -> Anchor<'_> {
         Anchor::Dfa
     }
 }
+
+/// Hashed-table key of a host bucket.
+pub const HOST_TAG: u8 = b'h';
+/// Hashed-table key of a subdomain bucket.
+pub const SUBDOMAIN_TAG: u8 = b's';
 
 /// The regex for a mask, with the same semantics as [`matches`]. Every literal byte is
 /// written as `\xHH` so no mask byte is read as regex syntax.
@@ -141,10 +163,22 @@ pub fn build_dfa(
 /// The serialized mask sections, produced at compile time.
 pub struct Built {
     pub table: Vec<u8>,
+    /// Bucket keys (`h` + host, `s` + domain) and their mask lists, for the index's
+    /// hashed table.
+    pub buckets: Vec<(Box<[u8]>, u32)>,
     pub prefix_fst: Vec<u8>,
     pub suffix_fst: Vec<u8>,
     pub dfa: Vec<u8>,
     pub dfa_masks: usize,
+}
+
+const TABLE_HEAD: usize = 16;
+
+fn tagged(tag: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(tag);
+    k.extend_from_slice(key);
+    k
 }
 
 /// Compile-time side: `entries` are (normalized mask, record id) pairs in any order.
@@ -168,8 +202,10 @@ pub fn build(
         masks.push((mask, postings.add(&ids)));
     }
     let rows = 16 * masks.len();
-    let mut table = Vec::with_capacity(8 + rows);
+    let mut table = Vec::with_capacity(TABLE_HEAD + rows);
     table.extend_from_slice(&(masks.len() as u64).to_le_bytes());
+    // Bucket counts, filled in below: lookups skip the kinds of bucket that are empty.
+    table.extend_from_slice(&[0u8; 8]);
     let mut text = Vec::new();
     for (mask, posting) in &masks {
         let off = u32::try_from(text.len()).map_err(|_| "mask text exceeds 4 GiB")?;
@@ -183,10 +219,23 @@ pub fn build(
 
     let mut prefixes: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     let mut suffixes: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+    let mut buckets: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     let mut dfa_ids = Vec::new();
+    let (mut hosts, mut subdomains) = (0u32, 0u32);
     for (id, (mask, _)) in masks.iter().enumerate() {
         let id = id as u32;
         match anchor(mask) {
+            Anchor::Host(h) => {
+                hosts += 1;
+                buckets.entry(tagged(HOST_TAG, h)).or_default().push(id);
+            }
+            Anchor::Subdomain(d) => {
+                subdomains += 1;
+                buckets
+                    .entry(tagged(SUBDOMAIN_TAG, d))
+                    .or_default()
+                    .push(id);
+            }
             Anchor::Prefix(p) => prefixes.entry(p.to_vec()).or_default().push(id),
             Anchor::HostSuffix(s) => {
                 let rev: Vec<u8> = s.iter().rev().copied().collect();
@@ -203,6 +252,12 @@ pub fn build(
         }
         b.into_inner().map_err(|e| e.to_string())
     };
+    table[8..12].copy_from_slice(&hosts.to_le_bytes());
+    table[12..16].copy_from_slice(&subdomains.to_le_bytes());
+    let buckets = buckets
+        .into_iter()
+        .map(|(k, ids)| (k.into_boxed_slice(), postings.add(&ids)))
+        .collect();
     let prefix_fst = fst_of(prefixes, postings)?;
     let suffix_fst = fst_of(suffixes, postings)?;
 
@@ -224,6 +279,7 @@ pub fn build(
     }
     Ok(Built {
         table,
+        buckets,
         prefix_fst,
         suffix_fst,
         dfa,
@@ -234,6 +290,8 @@ pub fn build(
 /// Read side, borrowing the mapped sections.
 pub struct Matcher<'a, D> {
     pub table: &'a [u8],
+    /// The index's hashed table, holding the host and subdomain buckets.
+    pub buckets: super::hashtab::Table<'a>,
     pub prefix: &'a fst::raw::Fst<D>,
     pub suffix: &'a fst::raw::Fst<D>,
     pub dfa_ids: &'a [u8],
@@ -270,11 +328,17 @@ pub fn open_dfa(section: &[u8]) -> Result<OpenedDfa, String> {
 }
 
 impl<D: AsRef<[u8]>> Matcher<'_, D> {
+    fn header_u32(&self, at: usize) -> u32 {
+        self.table
+            .get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
     fn mask_row(&self, id: u32) -> Option<(&[u8], u32)> {
-        let row = 8 + id as usize * 16;
+        let row = TABLE_HEAD + id as usize * 16;
         let r = self.table.get(row..row + 12)?;
         let count = u64::from_le_bytes(self.table.get(..8)?.try_into().ok()?) as usize;
-        let text_start = 8usize.checked_add(count.checked_mul(16)?)?;
+        let text_start = TABLE_HEAD.checked_add(count.checked_mul(16)?)?;
         let off = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
         let len = u32::from_le_bytes([r[4], r[5], r[6], r[7]]) as usize;
         let posting = u32::from_le_bytes([r[8], r[9], r[10], r[11]]);
@@ -291,12 +355,39 @@ impl<D: AsRef<[u8]>> Matcher<'_, D> {
         }
     }
 
-    /// Add to `out` the records of every mask matching the normalized `url`.
-    pub fn lookup(&self, url: &[u8], postings: Postings<'_>, out: &mut Vec<u32>) {
-        walk(self.prefix, url.iter().copied(), |r| {
+    /// Add to `out` the records of every mask matching the normalized `url`. `key` is
+    /// scratch space for bucket keys.
+    pub fn lookup(
+        &self,
+        url: &[u8],
+        postings: Postings<'_>,
+        key: &mut Vec<u8>,
+        out: &mut Vec<u32>,
+    ) {
+        let (host, _) = split_host(url);
+        let mut bucket = |tag: u8, name: &[u8], out: &mut Vec<u32>| {
+            key.clear();
+            key.push(tag);
+            key.extend_from_slice(name);
+            if let Some(r) = self.buckets.get(key) {
+                postings.for_each(r, |id| self.verify(id, url, postings, out));
+            }
+        };
+        if self.header_u32(8) > 0 {
+            bucket(HOST_TAG, host, out);
+        }
+        if self.header_u32(12) > 0 {
+            let mut rest = host;
+            while let Some(dot) = memchr::memchr(b'.', rest) {
+                rest = &rest[dot + 1..];
+                bucket(SUBDOMAIN_TAG, rest, out);
+            }
+        }
+        // Prefix-anchored masks have their first `*` inside the host, so their literal
+        // prefix is part of the host: walking the host is enough.
+        walk(self.prefix, host.iter().copied(), |r| {
             postings.for_each(r, |id| self.verify(id, url, postings, out));
         });
-        let (host, _) = split_host(url);
         walk(self.suffix, host.iter().rev().copied(), |r| {
             postings.for_each(r, |id| self.verify(id, url, postings, out));
         });
@@ -322,6 +413,9 @@ fn walk<D: AsRef<[u8]>>(
     input: impl Iterator<Item = u8>,
     mut f: impl FnMut(u32),
 ) {
+    if fst.is_empty() {
+        return;
+    }
     let mut node = fst.root();
     let mut acc = Output::zero();
     if node.is_final() {
@@ -366,9 +460,12 @@ mod tests {
 
     #[test]
     fn anchors_by_shape() {
-        assert_eq!(anchor(b"a.com/x/*"), Anchor::Prefix(b"a.com/x/"));
+        assert_eq!(anchor(b"a.com/x/*"), Anchor::Host(b"a.com"));
+        assert_eq!(anchor(b"a.com/*.exe"), Anchor::Host(b"a.com"));
         assert_eq!(anchor(b"discord*.gift/*"), Anchor::Prefix(b"discord"));
-        assert_eq!(anchor(b"*.evil.com/*"), Anchor::HostSuffix(b".evil.com"));
+        assert_eq!(anchor(b"*.evil.com/*"), Anchor::Subdomain(b"evil.com"));
+        assert_eq!(anchor(b"*.*.evil.com/*"), Anchor::HostSuffix(b".evil.com"));
+        assert_eq!(anchor(b"*-pay.com/*"), Anchor::HostSuffix(b"-pay.com"));
         assert_eq!(anchor(b"*pay*pal.com"), Anchor::HostSuffix(b"pal.com"));
         assert_eq!(anchor(b"*paypal*/*"), Anchor::Dfa);
         assert_eq!(anchor(b"*"), Anchor::Dfa);

@@ -5,8 +5,8 @@
 //!
 //! | indicator | structure |
 //! | --- | --- |
-//! | exact URL, domain, raw string | one fst map keyed by a kind byte (`u`, `d`, `r`) + normalized value |
-//! | URL mask | [`masks`]: literal-prefix fst, reversed-host-suffix fst, small DFA |
+//! | exact URL, domain, raw string | [`hashtab`]: one hashed table keyed by a kind byte (`u`, `d`, `r`) + normalized value |
+//! | URL mask | [`masks`]: host and subdomain buckets in the same table; fsts and a small DFA for rare shapes |
 //! | hash | [`hashes`]: sorted binary digests with a bucket directory |
 //! | IP, CIDR, range | [`ip`]: per-prefix-length sorted networks |
 //!
@@ -21,6 +21,7 @@
 
 pub mod format;
 pub mod hashes;
+pub mod hashtab;
 pub mod ip;
 pub mod masks;
 pub mod postings;
@@ -99,7 +100,9 @@ pub struct Index {
     text: Range<usize>,
     record_count: usize,
     postings: Range<usize>,
-    exact: fst::Map<Bytes>,
+    exact: Range<usize>,
+    has_domains: bool,
+    has_raw: bool,
     mask_prefix: fst::raw::Fst<Bytes>,
     mask_suffix: fst::raw::Fst<Bytes>,
     mask_table: Range<usize>,
@@ -189,8 +192,16 @@ impl Index {
                 range: section(id)?,
             })
         };
-        let exact = fst::Map::new(fst_bytes(SectionId::Exact)?)
-            .map_err(|e| corrupt(SectionId::Exact, e.to_string()))?;
+        let exact = section(SectionId::Exact)?;
+        let exact_keys = hashtab::Table::open(&bytes[exact.clone()])
+            .map_err(|e| corrupt(SectionId::Exact, e))?
+            .len();
+        let any = |kind: Kind| {
+            meta.feeds
+                .iter()
+                .any(|f| f.entries.get(kind.index()).copied().unwrap_or(0) > 0)
+        };
+        let (has_domains, has_raw) = (any(Kind::Domain), any(Kind::Raw));
         let mask_prefix = fst::raw::Fst::new(fst_bytes(SectionId::MaskPrefix)?)
             .map_err(|e| corrupt(SectionId::MaskPrefix, e.to_string()))?;
         let mask_suffix = fst::raw::Fst::new(fst_bytes(SectionId::MaskSuffix)?)
@@ -217,7 +228,7 @@ impl Index {
 
         let mut counts = Counts {
             records: record_count as u64,
-            exact_keys: exact.len() as u64,
+            exact_keys: exact_keys as u64,
             masks: mask_count,
             dfa_masks: (dfa_ids.len() / 4) as u64,
             ..Counts::default()
@@ -263,6 +274,8 @@ impl Index {
             record_count,
             postings,
             exact,
+            has_domains,
+            has_raw,
             mask_prefix,
             mask_suffix,
             mask_table,
@@ -324,6 +337,11 @@ impl Index {
         self.record_count
     }
 
+    fn exact_table(&self) -> hashtab::Table<'_> {
+        // Validated at open; should it ever fail here, an empty table is a safe answer.
+        hashtab::Table::open(&self.bytes()[self.exact.clone()]).unwrap_or(hashtab::Table::EMPTY)
+    }
+
     fn exact_get(
         &self,
         kind: u8,
@@ -335,8 +353,8 @@ impl Index {
         key.clear();
         key.push(kind);
         key.extend_from_slice(value);
-        if let Some(r) = self.exact.get(&key[..]) {
-            postings.for_each(r as u32, |id| ids.push(id));
+        if let Some(r) = self.exact_table().get(key) {
+            postings.for_each(r, |id| ids.push(id));
         }
     }
 
@@ -351,7 +369,9 @@ impl Index {
         let postings = Postings(&bytes[self.postings.clone()]);
         let Scratch { norm, key, ids } = s;
         // Raw entries answer to the value of any key, as sent.
-        self.exact_get(b'r', value, key, postings, ids);
+        if self.has_raw {
+            self.exact_get(b'r', value, key, postings, ids);
+        }
         match kind {
             Kind::Url => {
                 indicator::normalize_url(value, norm);
@@ -388,12 +408,16 @@ impl Index {
         let bytes = self.bytes();
         let matcher = masks::Matcher {
             table: &bytes[self.mask_table.clone()],
+            buckets: self.exact_table(),
             prefix: &self.mask_prefix,
             suffix: &self.mask_suffix,
             dfa_ids: &bytes[self.dfa_ids.clone()],
             dfa: self.dfa.as_ref(),
         };
-        matcher.lookup(url, postings, ids);
+        matcher.lookup(url, postings, key, ids);
+        if !self.has_domains {
+            return;
+        }
         // Domain entries match the host and every parent domain of it.
         let (host, _) = masks::split_host(url);
         let mut rest = host;
