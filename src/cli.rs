@@ -317,6 +317,7 @@ impl ServeArgs {
             allow: parse_allow(&self.allow)?,
             log_requests: self.log_requests,
             watch: self.watch,
+            bare: false,
         })
     }
 }

@@ -331,6 +331,11 @@ fn answer_frame(
             tally.requests += 1;
             false
         }
+        Frame::Line(_) if worker.shared.config.bare => {
+            out.extend_from_slice(protocol::FINISHED);
+            tally.requests += 1;
+            false
+        }
         Frame::Line(line) => {
             let start = out.len();
             let outcome = worker.responder.borrow_mut().answer(index, line, out);

@@ -39,6 +39,9 @@ pub struct Config {
     pub allow: Vec<IpRange>,
     pub log_requests: bool,
     pub watch: bool,
+    /// Answer `LookupFinished` to every line without looking anything up: the load
+    /// generator's transport ceiling (same runtimes, same connection code).
+    pub bare: bool,
 }
 
 /// Counters, updated once per batch (never per request) with relaxed atomics.
@@ -181,6 +184,11 @@ impl Server {
     /// Load the index, bind one listener per thread, start the workers.
     pub fn start(config: Config, sources: Sources) -> Result<Server, ServerError> {
         let runtime = choose_runtime(config.io)?;
+        // Every connection is a descriptor; the usual soft limit of 1024 is far too low.
+        match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(n) => tracing::debug!(limit = n, "descriptor limit"),
+            Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
+        }
         let started = Instant::now();
         let set = sources.load()?;
         tracing::info!(

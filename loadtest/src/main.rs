@@ -1,1 +1,225 @@
-fn main() {}
+//! `loadtest`: a KUMA-like load generator for tracer (SPEC §9).
+//!
+//! Opens connections that behave like KUMA's `cybertrace` enrichment (preamble, then
+//! request lines of 1–3 indicators on long-lived connections), checks every answer
+//! against a workload whose hits and misses are known, and reports throughput,
+//! latency percentiles and errors. `--ceiling` also runs the same load against an
+//! in-process bare responder (same runtimes and connection code as the server, no
+//! lookups), so a run states the server's rate as a share of what the transport
+//! allows on this machine. Traffic goes to loopback only, and every run ends by itself.
+
+mod check;
+mod run;
+mod workload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use run::{Plan, Report};
+use workload::Workload;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadtest",
+    about = "KUMA-like load generator for tracer (loopback only)"
+)]
+struct Args {
+    /// Server address; must be a loopback address.
+    #[arg(long, default_value = "127.0.0.1:16666")]
+    addr: SocketAddr,
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Requests in flight per connection (1 = KUMA's behaviour).
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// Open loop: total requests per second over all connections.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// A new connection per request, like clients of the old Python server.
+    #[arg(long)]
+    reconnect_each: bool,
+    /// Indicators per request line (default: 1–3 at random).
+    #[arg(long)]
+    per_request: Option<usize>,
+    /// Share of indicators drawn from the known hits.
+    #[arg(long, default_value_t = 0.05)]
+    hit_ratio: f64,
+    /// Indicators that must hit (`key=value` lines, as `tracer generate` writes).
+    #[arg(long, requires = "misses")]
+    hits: Option<PathBuf>,
+    /// Indicators that must miss.
+    #[arg(long, requires = "hits")]
+    misses: Option<PathBuf>,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Extra connections that only send the preamble and stay idle.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
+    /// Client threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Also measure an in-process bare responder with the same load.
+    #[arg(long)]
+    ceiling: bool,
+    /// Runtime of the bare responder: uring or epoll.
+    #[arg(long, default_value = "auto")]
+    ceiling_io: String,
+    /// Worker threads of the bare responder.
+    #[arg(long)]
+    ceiling_threads: Option<usize>,
+    /// Only run the bare responder (no server needed).
+    #[arg(long)]
+    ceiling_only: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress line each second.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.addr.ip().is_loopback(),
+        "{} is not a loopback address: loadtest only targets this machine",
+        args.addr
+    );
+    anyhow::ensure!(
+        args.duration > 0.0 && args.duration <= 3600.0,
+        "--duration must be in (0, 3600] seconds"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.hit_ratio),
+        "--hit-ratio must be within 0..1"
+    );
+    let workload = Arc::new(match (&args.hits, &args.misses) {
+        (Some(h), Some(m)) => Workload::from_files(h, m)?,
+        _ => Workload::demo(),
+    });
+    let plan = Plan {
+        addr: args.addr,
+        connections: args.connections.max(1),
+        threads: args.threads,
+        depth: args.depth.max(1),
+        rate: args.rate.unwrap_or(0.0),
+        reconnect_each: args.reconnect_each,
+        per_request: args.per_request.unwrap_or(0),
+        hit_ratio: args.hit_ratio,
+        warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
+        duration: Duration::from_secs_f64(args.duration),
+        idle: args.idle,
+        bare: false,
+        progress: !args.quiet && !args.json,
+    };
+    let mut reports = Vec::new();
+    if !args.ceiling_only {
+        reports.push(run::run(&plan, workload.clone())?);
+    }
+    if args.ceiling || args.ceiling_only {
+        reports.push(ceiling(&args, &plan, workload)?);
+    }
+    let errors: u64 = reports.iter().map(Report::error_count).sum();
+    if args.json {
+        let ratio =
+            (reports.len() == 2).then(|| reports[0].lookups_per_sec / reports[1].lookups_per_sec);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "runs": reports, "server_share_of_ceiling": ratio })
+            )?
+        );
+    } else {
+        for r in &reports {
+            print_report(r);
+        }
+        if reports.len() == 2 && reports[1].lookups_per_sec > 0.0 {
+            println!(
+                "server = {:.1}% of the bare responder's rate on this machine",
+                100.0 * reports[0].lookups_per_sec / reports[1].lookups_per_sec
+            );
+        }
+    }
+    Ok(if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Start a bare responder on 127.0.0.1:0 in this process and run the same plan on it.
+fn ceiling(args: &Args, plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
+    use tracer::cli::IoMode;
+    let io = match args.ceiling_io.as_str() {
+        "uring" => IoMode::Uring,
+        "epoll" => IoMode::Epoll,
+        _ => IoMode::Auto,
+    };
+    let config = tracer::server::Config {
+        listen: "127.0.0.1:0".parse()?,
+        threads: args
+            .ceiling_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        io,
+        max_hits: 32,
+        max_line: 64 * 1024,
+        max_connections: 1 << 20,
+        idle_timeout: None,
+        allow: Vec::new(),
+        log_requests: false,
+        watch: false,
+        bare: true,
+    };
+    let server = tracer::server::Server::start(config, tracer::commands::Sources::default())?;
+    let mut p = plan.clone();
+    p.addr = server.local_addr();
+    p.bare = true;
+    let mut report = run::run(&p, workload)?;
+    report.target = format!("bare responder ({:?}) at {}", server.runtime(), p.addr);
+    server.shutdown();
+    Ok(report)
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "{} — {}, {} connections, {:.0} s measured",
+        r.target, r.mode, r.connections, r.seconds
+    );
+    println!(
+        "  throughput  {:.0} requests/s, {:.0} lookups/s ({} requests, {} lookups)",
+        r.requests_per_sec, r.lookups_per_sec, r.requests, r.indicators
+    );
+    let l = &r.latency_us;
+    println!(
+        "  latency µs  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    if r.errors.is_empty() {
+        println!("  errors      none");
+    } else {
+        for (k, v) in &r.errors {
+            println!("  errors      {v} {k}");
+        }
+        for e in &r.first_errors {
+            println!("    {e}");
+        }
+    }
+}

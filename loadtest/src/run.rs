@@ -1,0 +1,514 @@
+//! Running the load: connections, pacing, answer checking, latency histograms.
+//!
+//! Each connection is a writer task and a reader task on one current-thread runtime
+//! per client thread. The writer sends request lines, gated by `depth` (requests in
+//! flight) or paced by a per-connection rate (open loop); it queues what each request
+//! must produce and when it was due. The reader splits the byte stream into answers,
+//! checks each against the head of the queue, and records latency from the due time,
+//! so a slow server cannot hide its slowness by slowing the sender (no coordinated
+//! omission in open-loop runs).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::check::{check, ErrorKind};
+use crate::workload::{Sent, Workload};
+
+const PREAMBLE: &[u8] = b"X-KF-ReplyBackX-KF-SendFinishedEvent";
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub connections: usize,
+    pub threads: usize,
+    pub depth: usize,
+    /// Total requests per second over all connections (open loop); 0 = closed loop.
+    pub rate: f64,
+    pub reconnect_each: bool,
+    pub per_request: usize,
+    pub hit_ratio: f64,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub idle: usize,
+    /// The target is a bare responder: nothing may hit.
+    pub bare: bool,
+    pub progress: bool,
+}
+
+/// What one client thread measured.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    indicators: u64,
+    errors: BTreeMap<ErrorKind, u64>,
+    first_errors: Vec<String>,
+}
+
+impl Tally {
+    fn error(&mut self, kind: ErrorKind, detail: impl FnOnce() -> String) {
+        *self.errors.entry(kind).or_default() += 1;
+        if self.first_errors.len() < 5 {
+            self.first_errors
+                .push(format!("{}: {}", kind.name(), detail()));
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    pub target: String,
+    pub mode: String,
+    pub connections: usize,
+    pub seconds: f64,
+    pub requests: u64,
+    pub indicators: u64,
+    pub requests_per_sec: f64,
+    pub lookups_per_sec: f64,
+    pub latency_us: Latency,
+    pub errors: BTreeMap<String, u64>,
+    pub first_errors: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Report {
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// Shared across the threads: live counts for the progress line.
+#[derive(Default)]
+struct Live {
+    requests: std::sync::atomic::AtomicU64,
+    indicators: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let live = Arc::new(Live::default());
+    let start = Instant::now();
+    let measure_from = start + plan.warmup;
+    let stop_at = measure_from + plan.duration;
+    let threads = plan.threads.max(1).min(plan.connections.max(1));
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let plan = plan.clone();
+        let workload = workload.clone();
+        let live = live.clone();
+        handles.push(std::thread::spawn(
+            move || -> anyhow::Result<(Tally, Histogram<u64>)> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let local = tokio::task::LocalSet::new();
+                local.block_on(
+                    &rt,
+                    client_thread(t, threads, plan, workload, live, measure_from, stop_at),
+                )
+            },
+        ));
+    }
+    if plan.progress {
+        let live = live.clone();
+        std::thread::spawn(move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            let (mut last_r, mut last_i) = (0, 0);
+            let mut t = 0;
+            while Instant::now() < stop_at {
+                std::thread::sleep(Duration::from_secs(1));
+                t += 1;
+                let (r, i) = (live.requests.load(Relaxed), live.indicators.load(Relaxed));
+                eprintln!(
+                    "t={t:>3}s  {:>9} req/s  {:>9} lookups/s  errors {}",
+                    r - last_r,
+                    i - last_i,
+                    live.errors.load(Relaxed)
+                );
+                (last_r, last_i) = (r, i);
+            }
+        });
+    }
+    let mut total = Tally::default();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for h in handles {
+        let (t, hh) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        total.requests += t.requests;
+        total.indicators += t.indicators;
+        for (k, v) in t.errors {
+            *total.errors.entry(k).or_default() += v;
+        }
+        total.first_errors.extend(t.first_errors);
+        hist.add(hh)?;
+    }
+    let seconds = plan.duration.as_secs_f64();
+    let mode = if plan.reconnect_each {
+        "reconnect per request".to_string()
+    } else if plan.rate > 0.0 {
+        format!("open loop at {:.0} req/s", plan.rate)
+    } else if plan.depth > 1 {
+        format!("pipelined, depth {}", plan.depth)
+    } else {
+        "closed loop, 1 in flight".to_string()
+    };
+    Ok(Report {
+        target: plan.addr.to_string(),
+        mode,
+        connections: plan.connections,
+        seconds,
+        requests: total.requests,
+        indicators: total.indicators,
+        requests_per_sec: total.requests as f64 / seconds,
+        lookups_per_sec: total.indicators as f64 / seconds,
+        latency_us: Latency {
+            p50: hist.value_at_quantile(0.5),
+            p90: hist.value_at_quantile(0.9),
+            p99: hist.value_at_quantile(0.99),
+            p999: hist.value_at_quantile(0.999),
+            max: hist.max(),
+        },
+        errors: total
+            .errors
+            .iter()
+            .map(|(k, v)| (k.name().to_string(), *v))
+            .collect(),
+        first_errors: total.first_errors.into_iter().take(5).collect(),
+    })
+}
+
+struct Conn {
+    plan: Plan,
+    workload: Arc<Workload>,
+    live: Arc<Live>,
+    tally: Rc<RefCell<Tally>>,
+    hist: Rc<RefCell<Histogram<u64>>>,
+    measure_from: Instant,
+    stop_at: Instant,
+}
+
+async fn client_thread(
+    thread: usize,
+    threads: usize,
+    plan: Plan,
+    workload: Arc<Workload>,
+    live: Arc<Live>,
+    measure_from: Instant,
+    stop_at: Instant,
+) -> anyhow::Result<(Tally, Histogram<u64>)> {
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    let hist = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    // Idle connections: preamble only, held open for the whole run.
+    let mut idle = Vec::new();
+    for i in (thread..plan.idle).step_by(threads) {
+        let mut s = tokio::net::TcpStream::connect(plan.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("idle connection {i}: {e}"))?;
+        s.write_all(PREAMBLE).await?;
+        idle.push(s);
+    }
+    let mut tasks = Vec::new();
+    for c in (thread..plan.connections).step_by(threads) {
+        let conn = Rc::new(Conn {
+            plan: plan.clone(),
+            workload: workload.clone(),
+            live: live.clone(),
+            tally: tally.clone(),
+            hist: hist.clone(),
+            measure_from,
+            stop_at,
+        });
+        let seed = 0x5EED ^ (c as u64).wrapping_mul(0x9E37_79B9);
+        tasks.push(tokio::task::spawn_local(async move {
+            if conn.plan.reconnect_each {
+                reconnecting(conn, seed).await;
+            } else {
+                persistent(conn, seed).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(idle);
+    let t = std::mem::take(&mut *tally.borrow_mut());
+    let h = hist.borrow().clone();
+    Ok((t, h))
+}
+
+/// One request in flight: what it must produce, and when it was due.
+struct Pending {
+    sent: Vec<Sent>,
+    due: Instant,
+}
+
+impl Conn {
+    fn record(&self, p: &Pending, lines: &[&[u8]]) {
+        let now = Instant::now();
+        let mut t = self.tally.borrow_mut();
+        if let Err(kind) = check(&p.sent, lines) {
+            self.live
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            t.error(kind, || {
+                let sent: Vec<String> = p
+                    .sent
+                    .iter()
+                    .map(|s| format!("{}{}", s.value, if s.hit { " (hit)" } else { "" }))
+                    .collect();
+                let got: Vec<String> = lines
+                    .iter()
+                    .map(|l| String::from_utf8_lossy(l).chars().take(120).collect())
+                    .collect();
+                format!("sent [{}], got {:?}", sent.join(", "), got)
+            });
+        }
+        if p.due >= self.measure_from && now <= self.stop_at + ANSWER_TIMEOUT {
+            t.requests += 1;
+            t.indicators += p.sent.len() as u64;
+            let us = now.saturating_duration_since(p.due).as_micros().max(1) as u64;
+            let _ = self.hist.borrow_mut().record(us.min(60_000_000));
+        }
+        self.live
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.live
+            .indicators
+            .fetch_add(p.sent.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn fail(&self, kind: ErrorKind, n: usize, why: &str) {
+        if n == 0 {
+            return;
+        }
+        self.live
+            .errors
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut t = self.tally.borrow_mut();
+        *t.errors.entry(kind).or_default() += n as u64 - 1;
+        t.error(kind, || format!("{n} requests outstanding: {why}"));
+    }
+}
+
+/// A long-lived connection: preamble, then requests until the run ends.
+async fn persistent(conn: Rc<Conn>, seed: u64) {
+    let stream = match tokio::net::TcpStream::connect(conn.plan.addr).await {
+        Ok(s) => s,
+        Err(e) => return conn.fail(ErrorKind::Dropped, 1, &format!("connect: {e}")),
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let queue: Rc<RefCell<VecDeque<Pending>>> = Rc::default();
+    let answered = Rc::new(Notify::new());
+    let done = Rc::new(std::cell::Cell::new(false));
+
+    let writer = {
+        let (conn, queue, answered, done) =
+            (conn.clone(), queue.clone(), answered.clone(), done.clone());
+        tokio::task::spawn_local(async move {
+            let mut rng = tracer::generate::Rng::new(seed);
+            let mut buf = Vec::with_capacity(4096);
+            buf.extend_from_slice(PREAMBLE);
+            let plan = &conn.plan;
+            let per_conn_rate = if plan.rate > 0.0 {
+                plan.rate / plan.connections as f64
+            } else {
+                0.0
+            };
+            let interval =
+                (per_conn_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / per_conn_rate));
+            // Spread connections' schedules over one interval.
+            let mut next_due = Instant::now()
+                + interval.map_or(Duration::ZERO, |i| i.mul_f64((seed % 1000) as f64 / 1000.0));
+            let depth = if interval.is_some() {
+                usize::MAX
+            } else {
+                plan.depth.max(1)
+            };
+            loop {
+                if Instant::now() >= conn.stop_at || done.get() {
+                    break;
+                }
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next_due.into()).await;
+                    let sent = conn.workload.request(
+                        &mut rng,
+                        plan.per_request,
+                        plan.hit_ratio,
+                        plan.bare,
+                        &mut buf,
+                    );
+                    queue.borrow_mut().push_back(Pending {
+                        sent,
+                        due: next_due,
+                    });
+                    next_due += iv;
+                } else {
+                    while queue.borrow().len() >= depth {
+                        answered.notified().await;
+                        if done.get() {
+                            return;
+                        }
+                    }
+                    let now = Instant::now();
+                    while queue.borrow().len() < depth {
+                        let sent = conn.workload.request(
+                            &mut rng,
+                            plan.per_request,
+                            plan.hit_ratio,
+                            plan.bare,
+                            &mut buf,
+                        );
+                        queue.borrow_mut().push_back(Pending { sent, due: now });
+                    }
+                }
+                if wr.write_all(&buf).await.is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+            let _ = wr.shutdown().await;
+        })
+    };
+
+    // Reader: split the stream into answers and check each.
+    let mut data: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut lines: Vec<(usize, usize)> = Vec::new();
+    let mut answer_start = 0;
+    loop {
+        let outstanding = !queue.borrow().is_empty();
+        if !outstanding && (Instant::now() >= conn.stop_at || writer.is_finished()) {
+            break;
+        }
+        let read = tokio::time::timeout(ANSWER_TIMEOUT, rd.read(&mut chunk)).await;
+        let n = match read {
+            Err(_) => {
+                let n = queue.borrow().len();
+                if n > 0 {
+                    conn.fail(ErrorKind::Timeout, n, "no answer within 10 s");
+                }
+                break;
+            }
+            Ok(Err(e)) => {
+                conn.fail(ErrorKind::Dropped, queue.borrow().len(), &e.to_string());
+                break;
+            }
+            Ok(Ok(0)) => {
+                conn.fail(
+                    ErrorKind::Dropped,
+                    queue.borrow().len(),
+                    "server closed the connection",
+                );
+                break;
+            }
+            Ok(Ok(n)) => n,
+        };
+        let base = data.len();
+        data.extend_from_slice(&chunk[..n]);
+        // Resume where the last read stopped: the unfinished line began at
+        // `line_start`, and it holds no LF before `base`.
+        let mut line_start = lines.last().map_or(answer_start, |l| l.1 + 1);
+        let mut pos = base.max(line_start);
+        while let Some(off) = data[pos..].iter().position(|&b| b == b'\n') {
+            let end = pos + off;
+            if &data[line_start..end] == b"LookupFinished" {
+                let p = queue.borrow_mut().pop_front();
+                let slices: Vec<&[u8]> = lines.iter().map(|&(s, e)| &data[s..e]).collect();
+                match p {
+                    Some(p) => conn.record(&p, &slices),
+                    None => {
+                        let mut t = conn.tally.borrow_mut();
+                        t.error(ErrorKind::Malformed, || "an answer to no request".into());
+                    }
+                }
+                lines.clear();
+                answered.notify_one();
+                answer_start = end + 1;
+            } else {
+                lines.push((line_start, end));
+            }
+            line_start = end + 1;
+            pos = end + 1;
+        }
+        // Drop what has been answered; keep the unfinished answer at the front.
+        if answer_start > 0 {
+            data.drain(..answer_start);
+            for l in &mut lines {
+                l.0 -= answer_start;
+                l.1 -= answer_start;
+            }
+            answer_start = 0;
+        }
+    }
+    done.set(true);
+    answered.notify_one();
+    let _ = writer.await;
+}
+
+/// The old client behaviour: a new connection per request.
+async fn reconnecting(conn: Rc<Conn>, seed: u64) {
+    let mut rng = tracer::generate::Rng::new(seed);
+    let mut buf = Vec::new();
+    while Instant::now() < conn.stop_at {
+        buf.clear();
+        buf.extend_from_slice(PREAMBLE);
+        let due = Instant::now();
+        let sent = conn.workload.request(
+            &mut rng,
+            conn.plan.per_request,
+            conn.plan.hit_ratio,
+            conn.plan.bare,
+            &mut buf,
+        );
+        let pending = Pending { sent, due };
+        let result = async {
+            let mut s = tokio::net::TcpStream::connect(conn.plan.addr).await?;
+            s.set_nodelay(true)?;
+            s.write_all(&buf).await?;
+            s.shutdown().await?;
+            let mut got = Vec::new();
+            tokio::time::timeout(ANSWER_TIMEOUT, s.read_to_end(&mut got))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+            Ok::<_, std::io::Error>(got)
+        }
+        .await;
+        match result {
+            Ok(got) => {
+                let text = got.strip_suffix(b"LookupFinished\n");
+                match text {
+                    Some(body) => {
+                        let lines: Vec<&[u8]> = body
+                            .split(|&b| b == b'\n')
+                            .filter(|l| !l.is_empty())
+                            .collect();
+                        conn.record(&pending, &lines);
+                    }
+                    None => conn.fail(ErrorKind::Malformed, 1, "answer without LookupFinished"),
+                }
+            }
+            Err(e) => conn.fail(ErrorKind::Dropped, 1, &e.to_string()),
+        }
+    }
+}
