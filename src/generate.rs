@@ -8,7 +8,8 @@
 //! - `ips.csv`: `ip,threat,confidence`: v4 addresses, v4 CIDRs, v6 networks, ranges;
 //! - `domains.txt`: one domain per line;
 //! - with `--mixed N`, `mixed.csv`: `ioc,context` rows of every kind (MD5 30 %, SHA-256
-//!   10 %, exact URLs 20 %, `*.host/*` 10 %, `host/*` 10 %, v4 addresses 10 %, /24s 10 %);
+//!   10 %, exact URLs 20 %, `*.host/*` 10 %, `host/*` 10 %, v4 addresses 10 %, /24s 10 %),
+//!   and `mixed_hits.txt`, requests that must hit it;
 //! - `hits.txt` and `misses.txt`: request values (`url=…`, `hash=…`, `ip=…`,
 //!   `domain=…`) that must hit, and that must miss, the feeds above. Misses use hosts
 //!   under `.invalid`, addresses in 198.18.0.0/15 and digests of a separate stream,
@@ -227,45 +228,64 @@ pub fn run(args: &GenerateArgs) -> std::io::Result<(usize, usize, usize)> {
     hits.flush()?;
 
     if args.mixed > 0 {
+        // Hit samples of this feed go to their own file, so its runs can be measured
+        // apart from the per-kind feeds above.
         let mut f = create("mixed.csv")?;
+        let mut mixed_hits = create("mixed_hits.txt")?;
         writeln!(f, "ioc,context")?;
+        let step = keep(args.mixed);
         for i in 0..args.mixed {
-            let mut v = String::new();
-            match i % 10 {
+            let (ioc, sample) = match i % 10 {
                 0..=2 => {
+                    let mut v = String::new();
                     rng.hex(&mut v, 32);
-                    write!(f, "{v}")?;
+                    (v.clone(), format!("hash={v}"))
                 }
                 3 => {
+                    let mut v = String::new();
                     rng.hex(&mut v, 64);
-                    write!(f, "{v}")?;
+                    (v.clone(), format!("hash={}", v.to_ascii_lowercase()))
                 }
                 4..=5 => {
                     let h = host(&mut rng, i);
                     let p = path(&mut rng, 2);
-                    write!(f, "{h}{p}")?;
+                    (format!("{h}{p}"), format!("url=http://{h}{p}"))
                 }
-                6 => write!(f, "*.{}/*", host(&mut rng, i))?,
-                7 => write!(f, "{}/*", host(&mut rng, i))?,
-                8 => write!(
-                    f,
-                    "{}.{}.{}.{}",
-                    10 + rng.below(100),
-                    rng.below(256),
-                    rng.below(256),
-                    rng.below(256)
-                )?,
-                _ => write!(
-                    f,
-                    "{}.{}.{}.0/24",
-                    10 + rng.below(100),
-                    rng.below(256),
-                    rng.below(256)
-                )?,
+                6 => {
+                    let h = host(&mut rng, i);
+                    (format!("*.{h}/*"), format!("url=https://a.{h}/x"))
+                }
+                7 => {
+                    let h = host(&mut rng, i);
+                    (format!("{h}/*"), format!("url={h}/login?u=1"))
+                }
+                8 => {
+                    let ip = format!(
+                        "{}.{}.{}.{}",
+                        10 + rng.below(100),
+                        rng.below(256),
+                        rng.below(256),
+                        rng.below(256)
+                    );
+                    (ip.clone(), format!("ip={ip}"))
+                }
+                _ => {
+                    let net = format!(
+                        "{}.{}.{}",
+                        10 + rng.below(100),
+                        rng.below(256),
+                        rng.below(256)
+                    );
+                    (format!("{net}.0/24"), format!("ip={net}.77"))
+                }
+            };
+            writeln!(f, "{ioc},mixed_{}", i % 97)?;
+            if i % step == 0 {
+                writeln!(mixed_hits, "{sample}")?;
             }
-            writeln!(f, ",mixed_{}", i % 97)?;
         }
         f.flush()?;
+        mixed_hits.flush()?;
     }
 
     let mut misses = create("misses.txt")?;
