@@ -169,6 +169,10 @@ pub struct ServeArgs {
     /// Reload when a feed or index file changes (polled every 2 s).
     #[arg(long)]
     pub watch: bool,
+    /// Benchmarking only: answer `LookupFinished` to every line without looking
+    /// anything up (the transport ceiling `loadtest` compares against).
+    #[arg(long, hide = true)]
+    pub bare: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -317,7 +321,7 @@ impl ServeArgs {
             allow: parse_allow(&self.allow)?,
             log_requests: self.log_requests,
             watch: self.watch,
-            bare: false,
+            bare: self.bare,
         })
     }
 }

@@ -280,7 +280,8 @@ pub fn run(args: &GenerateArgs) -> std::io::Result<(usize, usize, usize)> {
                 }
             };
             writeln!(f, "{ioc},mixed_{}", i % 97)?;
-            if i % step == 0 {
+            // Whole blocks of ten rows, so every kind is sampled.
+            if (i / 10) % (step / 10).max(1) == 0 {
                 writeln!(mixed_hits, "{sample}")?;
             }
         }
@@ -316,11 +317,8 @@ pub fn run(args: &GenerateArgs) -> std::io::Result<(usize, usize, usize)> {
         }
     }
     misses.flush()?;
-    Ok((
-        args.urls + args.hashes + args.ips + args.domains,
-        hit_count,
-        miss_count,
-    ))
+    let entries = args.urls + args.hashes + args.ips + args.domains + args.mixed;
+    Ok((entries, hit_count, miss_count))
 }
 
 /// Load a workload file (`key=value` per line).

@@ -212,6 +212,12 @@ fn print_report(r: &Report) {
         "  latency µs  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
         l.p50, l.p90, l.p99, l.p999, l.max
     );
+    if let Some(l) = &r.send_lateness_us {
+        println!(
+            "  send lateness µs (client pacing)  p50 {}  p99 {}  p99.9 {}  max {}",
+            l.p50, l.p99, l.p999, l.max
+        );
+    }
     if r.errors.is_empty() {
         println!("  errors      none");
     } else {

@@ -3,10 +3,12 @@
 //! Each connection is a writer task and a reader task on one current-thread runtime
 //! per client thread. The writer sends request lines, gated by `depth` (requests in
 //! flight) or paced by a per-connection rate (open loop); it queues what each request
-//! must produce and when it was due. The reader splits the byte stream into answers,
-//! checks each against the head of the queue, and records latency from the due time,
-//! so a slow server cannot hide its slowness by slowing the sender (no coordinated
-//! omission in open-loop runs).
+//! must produce and when it was written. The reader splits the byte stream into answers,
+//! checks each against the head of the queue, and records latency from the moment the
+//! request was written. In open-loop runs the writer also records how late each send
+//! was against its schedule: tokio's timers tick in milliseconds, and a server that
+//! stalls the writer (backpressure) shows up there rather than vanishing
+//! (coordinated omission).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -74,6 +76,8 @@ pub struct Report {
     pub requests_per_sec: f64,
     pub lookups_per_sec: f64,
     pub latency_us: Latency,
+    /// Open loop only: how late sends were against their schedule.
+    pub send_lateness_us: Option<Latency>,
     pub errors: BTreeMap<String, u64>,
     pub first_errors: Vec<String>,
 }
@@ -85,6 +89,18 @@ pub struct Latency {
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        Latency {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
 }
 
 impl Report {
@@ -114,7 +130,7 @@ pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
         let workload = workload.clone();
         let live = live.clone();
         handles.push(std::thread::spawn(
-            move || -> anyhow::Result<(Tally, Histogram<u64>)> {
+            move || -> anyhow::Result<(Tally, Histogram<u64>, Histogram<u64>)> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -148,8 +164,9 @@ pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
     }
     let mut total = Tally::default();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut late = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for h in handles {
-        let (t, hh) = h
+        let (t, hh, ll) = h
             .join()
             .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
         total.requests += t.requests;
@@ -159,6 +176,7 @@ pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
         }
         total.first_errors.extend(t.first_errors);
         hist.add(hh)?;
+        late.add(ll)?;
     }
     let seconds = plan.duration.as_secs_f64();
     let mode = if plan.reconnect_each {
@@ -179,13 +197,8 @@ pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
         indicators: total.indicators,
         requests_per_sec: total.requests as f64 / seconds,
         lookups_per_sec: total.indicators as f64 / seconds,
-        latency_us: Latency {
-            p50: hist.value_at_quantile(0.5),
-            p90: hist.value_at_quantile(0.9),
-            p99: hist.value_at_quantile(0.99),
-            p999: hist.value_at_quantile(0.999),
-            max: hist.max(),
-        },
+        latency_us: Latency::of(&hist),
+        send_lateness_us: (plan.rate > 0.0).then(|| Latency::of(&late)),
         errors: total
             .errors
             .iter()
@@ -201,6 +214,7 @@ struct Conn {
     live: Arc<Live>,
     tally: Rc<RefCell<Tally>>,
     hist: Rc<RefCell<Histogram<u64>>>,
+    late: Rc<RefCell<Histogram<u64>>>,
     measure_from: Instant,
     stop_at: Instant,
 }
@@ -213,8 +227,11 @@ async fn client_thread(
     live: Arc<Live>,
     measure_from: Instant,
     stop_at: Instant,
-) -> anyhow::Result<(Tally, Histogram<u64>)> {
+) -> anyhow::Result<(Tally, Histogram<u64>, Histogram<u64>)> {
     let tally = Rc::new(RefCell::new(Tally::default()));
+    let late = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     let hist = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
@@ -235,6 +252,7 @@ async fn client_thread(
             live: live.clone(),
             tally: tally.clone(),
             hist: hist.clone(),
+            late: late.clone(),
             measure_from,
             stop_at,
         });
@@ -253,13 +271,14 @@ async fn client_thread(
     drop(idle);
     let t = std::mem::take(&mut *tally.borrow_mut());
     let h = hist.borrow().clone();
-    Ok((t, h))
+    let l = late.borrow().clone();
+    Ok((t, h, l))
 }
 
-/// One request in flight: what it must produce, and when it was due.
+/// One request in flight: what it must produce, and when it was written.
 struct Pending {
     sent: Vec<Sent>,
-    due: Instant,
+    at: Instant,
 }
 
 impl Conn {
@@ -283,10 +302,10 @@ impl Conn {
                 format!("sent [{}], got {:?}", sent.join(", "), got)
             });
         }
-        if p.due >= self.measure_from && now <= self.stop_at + ANSWER_TIMEOUT {
+        if p.at >= self.measure_from && now <= self.stop_at + ANSWER_TIMEOUT {
             t.requests += 1;
             t.indicators += p.sent.len() as u64;
-            let us = now.saturating_duration_since(p.due).as_micros().max(1) as u64;
+            let us = now.saturating_duration_since(p.at).as_micros().max(1) as u64;
             let _ = self.hist.borrow_mut().record(us.min(60_000_000));
         }
         self.live
@@ -351,18 +370,24 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
                 }
                 if let Some(iv) = interval {
                     tokio::time::sleep_until(next_due.into()).await;
-                    let sent = conn.workload.request(
-                        &mut rng,
-                        plan.per_request,
-                        plan.hit_ratio,
-                        plan.bare,
-                        &mut buf,
-                    );
-                    queue.borrow_mut().push_back(Pending {
-                        sent,
-                        due: next_due,
-                    });
-                    next_due += iv;
+                    // Send every request that is due by now (timers tick in ms).
+                    let now = Instant::now();
+                    while next_due <= now {
+                        let sent = conn.workload.request(
+                            &mut rng,
+                            plan.per_request,
+                            plan.hit_ratio,
+                            plan.bare,
+                            &mut buf,
+                        );
+                        queue.borrow_mut().push_back(Pending { sent, at: now });
+                        if next_due >= conn.measure_from {
+                            let us =
+                                now.saturating_duration_since(next_due).as_micros().max(1) as u64;
+                            let _ = conn.late.borrow_mut().record(us.min(60_000_000));
+                        }
+                        next_due += iv;
+                    }
                 } else {
                     while queue.borrow().len() >= depth {
                         answered.notified().await;
@@ -379,7 +404,7 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
                             plan.bare,
                             &mut buf,
                         );
-                        queue.borrow_mut().push_back(Pending { sent, due: now });
+                        queue.borrow_mut().push_back(Pending { sent, at: now });
                     }
                 }
                 if wr.write_all(&buf).await.is_err() {
@@ -473,7 +498,7 @@ async fn reconnecting(conn: Rc<Conn>, seed: u64) {
     while Instant::now() < conn.stop_at {
         buf.clear();
         buf.extend_from_slice(PREAMBLE);
-        let due = Instant::now();
+        let at = Instant::now();
         let sent = conn.workload.request(
             &mut rng,
             conn.plan.per_request,
@@ -481,7 +506,7 @@ async fn reconnecting(conn: Rc<Conn>, seed: u64) {
             conn.plan.bare,
             &mut buf,
         );
-        let pending = Pending { sent, due };
+        let pending = Pending { sent, at };
         let result = async {
             let mut s = tokio::net::TcpStream::connect(conn.plan.addr).await?;
             s.set_nodelay(true)?;

@@ -8,10 +8,13 @@
 //!     16     4  header length in bytes, section table included
 //!     20     4  section count
 //!     24     8  file length
-//!     32     8  xxh3-64 of every byte after the header
+//!     32     8  xxh3-64 of the chunk-checksum trailer
 //!     40     8  xxh3-64 of the header with this field zeroed
-//!     48    64  versions of the serializing crates, NUL padded ("rkyv 0.8, fst 0.4, …")
+//!     48     8  payload end (= start of the trailer)
+//!     56    56  versions of the serializing crates, NUL padded ("rkyv 0.8, fst 0.4, …")
 //!    112  24*n  section table: id u32, reserved u32, offset u64, length u64
+//!           …   sections (the payload)
+//! payload end   trailer: xxh3-64 of each 16 MiB chunk of the payload, in order
 //! ```
 //!
 //! Sections start on 16-byte boundaries (rkyv and the DFA need aligned bytes; the file
@@ -19,10 +22,12 @@
 //! lookups use them are described in [`super`].
 //!
 //! Open-time checks, in order: length ≥ fixed header, magic, version, endianness,
-//! header checksum, file length, section bounds, payload checksum. Only then are the
-//! sections parsed, and each parser validates its own structure too (rkyv `access`,
-//! `fst::Map::new`, `DFA::from_bytes`), so a damaged file is an error that names the
-//! file and the reason, never undefined behaviour.
+//! header checksum, file length, section bounds, trailer checksum, then every payload
+//! chunk's checksum. Chunks are verified on all cores at once: one serial pass over a
+//! 1 GB index took over 200 ms on 2 cores. Only then are the sections parsed, and each
+//! parser validates its own structure too (rkyv `access`, table bounds,
+//! `DFA::from_bytes`), so a damaged file is an error that names the file and the
+//! reason, never undefined behaviour.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -36,6 +41,8 @@ const FIXED: usize = 112;
 const ENTRY: usize = 24;
 pub const ALIGN: usize = 16;
 pub const CRATE_VERSIONS: &str = "rkyv 0.8, fst 0.4, regex-automata 0.4";
+/// Payload bytes per checksum chunk.
+pub const CHUNK: usize = 16 << 20;
 
 /// What each section holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +141,7 @@ pub enum IndexError {
         len: u64,
     },
     #[error("{}: corrupted: {what} checksum mismatch", file.display())]
-    Checksum { file: PathBuf, what: &'static str },
+    Checksum { file: PathBuf, what: String },
     #[error("{}: corrupted: {section}: {reason}", file.display())]
     Corrupt {
         file: PathBuf,
@@ -219,7 +226,7 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
     if xxh3_64(&header) != u64_at(bytes, 40) {
         return Err(IndexError::Checksum {
             file: file_buf(),
-            what: "header",
+            what: "header".into(),
         });
     }
     let file_len = u64_at(bytes, 24);
@@ -231,6 +238,23 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
             file: file_buf(),
             section: "file",
             reason: format!("{} bytes of trailing garbage", len - file_len),
+        });
+    }
+    let payload_end = u64_at(bytes, 48);
+    let chunks = (payload_end.saturating_sub(header_len as u64)).div_ceil(CHUNK as u64);
+    if payload_end < header_len as u64 || payload_end.checked_add(chunks * 8) != Some(file_len) {
+        return Err(IndexError::Corrupt {
+            file: file_buf(),
+            section: "header",
+            reason: format!("payload end {payload_end} does not fit a file of {file_len} bytes"),
+        });
+    }
+    let payload_end = payload_end as usize;
+    let trailer = &bytes[payload_end..];
+    if xxh3_64(trailer) != u64_at(bytes, 32) {
+        return Err(IndexError::Checksum {
+            file: file_buf(),
+            what: "chunk table".into(),
         });
     }
     let mut sections = Vec::with_capacity(count);
@@ -259,13 +283,15 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
         }
         sections.push((id, off as usize..end as usize));
     }
-    if xxh3_64(&bytes[header_len..]) != u64_at(bytes, 32) {
+    if let Some(bad) = first_bad_chunk(&bytes[header_len..payload_end], trailer) {
+        let start = header_len + bad * CHUNK;
+        let end = (start + CHUNK).min(payload_end);
         return Err(IndexError::Checksum {
             file: file_buf(),
-            what: "payload",
+            what: format!("payload (bytes {start}..{end})"),
         });
     }
-    let crate_versions = String::from_utf8_lossy(&bytes[48..112])
+    let crate_versions = String::from_utf8_lossy(&bytes[56..112])
         .trim_end_matches('\0')
         .to_string();
     Ok(Header {
@@ -273,6 +299,68 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
         crate_versions,
         sections,
     })
+}
+
+/// Index of the first payload chunk whose checksum differs from the trailer's,
+/// checking chunks on all cores.
+fn first_bad_chunk(payload: &[u8], trailer: &[u8]) -> Option<usize> {
+    let chunks: Vec<&[u8]> = payload.chunks(CHUNK).collect();
+    let want = |i: usize| u64_at(trailer, i * 8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(chunks.len())
+        .max(1);
+    if threads == 1 {
+        return (0..chunks.len()).find(|&i| xxh3_64(chunks[i]) != want(i));
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let chunks = &chunks;
+                scope.spawn(move || {
+                    (t..chunks.len())
+                        .step_by(threads)
+                        .find(|&i| xxh3_64(chunks[i]) != want(i))
+                })
+            })
+            .collect();
+        // A thread that panicked cannot vouch for its chunks: report its first one.
+        handles
+            .into_iter()
+            .enumerate()
+            .filter_map(|(t, h)| h.join().unwrap_or(Some(t)))
+            .min()
+    })
+}
+
+/// Checksums of consecutive CHUNK-sized pieces of a byte stream.
+struct ChunkSums {
+    hasher: Xxh3,
+    filled: usize,
+    sums: Vec<u64>,
+}
+
+impl ChunkSums {
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = (CHUNK - self.filled).min(bytes.len());
+            self.hasher.update(&bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled == CHUNK {
+                self.sums.push(self.hasher.digest());
+                self.hasher = Xxh3::new();
+                self.filled = 0;
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<u64> {
+        if self.filled > 0 {
+            self.sums.push(self.hasher.digest());
+        }
+        self.sums
+    }
 }
 
 /// Write sections after a header, computing offsets and checksums. The writer needs
@@ -284,7 +372,11 @@ pub fn write<W: std::io::Write + std::io::Seek>(
     let header_len = FIXED + sections.len() * ENTRY;
     out.write_all(&vec![0u8; header_len])?;
     let mut pos = header_len;
-    let mut hasher = Xxh3::new();
+    let mut hasher = ChunkSums {
+        hasher: Xxh3::new(),
+        filled: 0,
+        sums: Vec::new(),
+    };
     let mut table = Vec::with_capacity(sections.len());
     let zeros = [0u8; ALIGN];
     for (id, body) in sections {
@@ -297,6 +389,14 @@ pub fn write<W: std::io::Write + std::io::Seek>(
         hasher.update(body);
         pos += body.len();
     }
+    let payload_end = pos;
+    let trailer: Vec<u8> = hasher
+        .finish()
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    out.write_all(&trailer)?;
+    pos += trailer.len();
     let mut header = Vec::with_capacity(header_len);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -304,9 +404,10 @@ pub fn write<W: std::io::Write + std::io::Seek>(
     header.extend_from_slice(&(header_len as u32).to_le_bytes());
     header.extend_from_slice(&(sections.len() as u32).to_le_bytes());
     header.extend_from_slice(&(pos as u64).to_le_bytes());
-    header.extend_from_slice(&hasher.digest().to_le_bytes());
+    header.extend_from_slice(&xxh3_64(&trailer).to_le_bytes());
     header.extend_from_slice(&0u64.to_le_bytes());
-    let mut versions = [0u8; 64];
+    header.extend_from_slice(&(payload_end as u64).to_le_bytes());
+    let mut versions = [0u8; 56];
     versions[..CRATE_VERSIONS.len()].copy_from_slice(CRATE_VERSIONS.as_bytes());
     header.extend_from_slice(&versions);
     for (id, off, len) in table {
