@@ -243,7 +243,7 @@ impl Compiler {
     }
 
     /// Serialize everything into index sections, in file order.
-    pub fn finish(self) -> Result<Vec<(SectionId, Vec<u8>)>, CompileError> {
+    pub fn finish(self) -> Result<Vec<(SectionId, Section)>, CompileError> {
         let build = |what| move |reason: String| CompileError::Build { what, reason };
         let mut post = postings::Builder::default();
 
@@ -256,12 +256,16 @@ impl Compiler {
         };
         let meta = rkyv::to_bytes::<rkyv::rancor::Error>(&meta)
             .map_err(|e| build("meta")(e.to_string()))?;
-        let records = Records {
-            offsets: self.offsets,
-            text: self.text,
+        // The record text is the largest thing in memory: serialize it, then let the
+        // source go before anything else is built.
+        let records = {
+            let records = Records {
+                offsets: self.offsets,
+                text: self.text,
+            };
+            rkyv::to_bytes::<rkyv::rancor::Error>(&records)
+                .map_err(|e| build("records")(e.to_string()))?
         };
-        let records = rkyv::to_bytes::<rkyv::rancor::Error>(&records)
-            .map_err(|e| build("records")(e.to_string()))?;
 
         let m = masks::build(self.masks, &mut post).map_err(build("URL masks"))?;
         // Exact keys and mask buckets share one hashed table.
@@ -292,32 +296,49 @@ impl Compiler {
         let v6 = table_or_empty(v6, |e| ip::build(16, e, &mut post));
 
         Ok(vec![
-            (SectionId::Meta, meta.to_vec()),
-            (SectionId::Records, records.to_vec()),
-            (SectionId::Postings, post.into_bytes()),
-            (SectionId::Exact, exact_table),
-            (SectionId::Masks, m.table),
-            (SectionId::MaskPrefix, m.prefix_fst),
-            (SectionId::MaskSuffix, m.suffix_fst),
-            (SectionId::MaskDfa, m.dfa),
-            (SectionId::Md5, md5),
-            (SectionId::Sha1, sha1),
-            (SectionId::Sha256, sha256),
-            (SectionId::Ipv4, v4),
-            (SectionId::Ipv6, v6),
+            (SectionId::Meta, Section::Aligned(meta)),
+            (SectionId::Records, Section::Aligned(records)),
+            (SectionId::Postings, Section::Plain(post.into_bytes())),
+            (SectionId::Exact, Section::Plain(exact_table)),
+            (SectionId::Masks, Section::Plain(m.table)),
+            (SectionId::MaskPrefix, Section::Plain(m.prefix_fst)),
+            (SectionId::MaskSuffix, Section::Plain(m.suffix_fst)),
+            (SectionId::MaskDfa, Section::Plain(m.dfa)),
+            (SectionId::Md5, Section::Plain(md5)),
+            (SectionId::Sha1, Section::Plain(sha1)),
+            (SectionId::Sha256, Section::Plain(sha256)),
+            (SectionId::Ipv4, Section::Plain(v4)),
+            (SectionId::Ipv6, Section::Plain(v6)),
         ])
     }
 
     /// Finish into an in-memory index file image.
     pub fn finish_to_vec(self) -> Result<Vec<u8>, CompileError> {
         let sections = self.finish()?;
-        let refs: Vec<(SectionId, &[u8])> = sections.iter().map(|(id, b)| (*id, &b[..])).collect();
+        let refs: Vec<(SectionId, &[u8])> =
+            sections.iter().map(|(id, b)| (*id, b.as_ref())).collect();
         let mut cur = std::io::Cursor::new(Vec::new());
         format::write(&mut cur, &refs).map_err(|source| CompileError::Write {
             file: PathBuf::from("<memory>"),
             source,
         })?;
         Ok(cur.into_inner())
+    }
+}
+
+/// A serialized section: rkyv's output keeps its aligned buffer rather than being
+/// copied (the records section alone can be most of the index).
+pub enum Section {
+    Plain(Vec<u8>),
+    Aligned(rkyv::util::AlignedVec),
+}
+
+impl AsRef<[u8]> for Section {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Section::Plain(v) => v,
+            Section::Aligned(v) => v,
+        }
     }
 }
 
@@ -423,7 +444,7 @@ fn truncate(s: &str, max: usize) -> &str {
 /// then renamed over `out`.
 pub fn write_atomically(
     out: &Path,
-    sections: &[(SectionId, Vec<u8>)],
+    sections: &[(SectionId, Section)],
 ) -> Result<u64, CompileError> {
     let err = |source| CompileError::Write {
         file: out.to_path_buf(),
@@ -441,7 +462,8 @@ pub fn write_atomically(
     let result = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        let refs: Vec<(SectionId, &[u8])> = sections.iter().map(|(id, b)| (*id, &b[..])).collect();
+        let refs: Vec<(SectionId, &[u8])> =
+            sections.iter().map(|(id, b)| (*id, b.as_ref())).collect();
         let len = format::write(&mut w, &refs)?;
         w.flush()?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
