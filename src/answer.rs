@@ -10,6 +10,8 @@ use crate::protocol::{self, Categories};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub indicators: u32,
+    /// Indicators by kind, indexed by `Kind::index()`.
+    pub by_kind: [u32; 5],
     pub hits: u32,
     /// Some indicator had more than `max_hits` matches; the rest were dropped.
     pub truncated: bool,
@@ -46,6 +48,7 @@ impl Responder {
         let mut outcome = Outcome::default();
         protocol::for_each_indicator(line, |ind| {
             outcome.indicators += 1;
+            outcome.by_kind[ind.kind.index()] += 1;
             hits.clear();
             let found = index.lookup(ind.kind, ind.value, scratch, *max_hits, hits);
             outcome.truncated |= found > *max_hits;

@@ -169,6 +169,9 @@ pub struct ServeArgs {
     /// Reload when a feed or index file changes (polled every 2 s).
     #[arg(long)]
     pub watch: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
     /// Benchmarking only: answer `LookupFinished` to every line without looking
     /// anything up (the transport ceiling `loadtest` compares against).
     #[arg(long, hide = true)]
@@ -321,6 +324,7 @@ impl ServeArgs {
             allow: parse_allow(&self.allow)?,
             log_requests: self.log_requests,
             watch: self.watch,
+            metrics: self.metrics,
             bare: self.bare,
         })
     }

@@ -136,7 +136,7 @@ impl Worker {
 #[derive(Default)]
 struct Tally {
     requests: u64,
-    indicators: u64,
+    by_kind: [u64; 5],
     hits: u64,
 }
 
@@ -199,7 +199,7 @@ pub async fn serve<T: Transport>(
                 answer_frame(&worker, &index, frame, &mut out, &mut tally, peer);
                 worker
                     .shared
-                    .count(tally.requests, tally.indicators, tally.hits);
+                    .count(tally.requests, &tally.by_kind, tally.hits);
             }
             if !out.is_empty() {
                 let (_, _) = io.write_all(std::mem::take(&mut out)).await;
@@ -285,6 +285,7 @@ fn answer_batch(
     out: &mut Vec<u8>,
     peer: SocketAddr,
 ) -> Batch {
+    let started = std::time::Instant::now();
     let mut tally = Tally::default();
     let mut pos = 0;
     let mut truncated = false;
@@ -302,9 +303,12 @@ fn answer_batch(
             break;
         }
     }
-    worker
-        .shared
-        .count(tally.requests, tally.indicators, tally.hits);
+    if tally.requests > 0 {
+        worker
+            .shared
+            .count(tally.requests, &tally.by_kind, tally.hits);
+        worker.shared.batch_time(started.elapsed());
+    }
     Batch {
         consumed: pos,
         more,
@@ -340,7 +344,9 @@ fn answer_frame(
             let start = out.len();
             let outcome = worker.responder.borrow_mut().answer(index, line, out);
             tally.requests += 1;
-            tally.indicators += outcome.indicators as u64;
+            for (t, n) in tally.by_kind.iter_mut().zip(outcome.by_kind) {
+                *t += n as u64;
+            }
             tally.hits += outcome.hits as u64;
             if worker.shared.config.log_requests {
                 tracing::debug!(

@@ -17,7 +17,7 @@
 //! - [`compile`]: feed records → index sections → one file, written atomically.
 //! - [`commands`]: `compile`, `lookup`, `inspect`, and loading sources for `serve`.
 //! - [`generate`]: large synthetic feeds and workloads for benches and load tests.
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line; [`metrics`]: the Prometheus endpoint.
 
 pub mod answer;
 pub mod cli;
@@ -28,5 +28,6 @@ pub mod feed;
 pub mod generate;
 pub mod index;
 pub mod indicator;
+pub mod metrics;
 pub mod protocol;
 pub mod server;

@@ -39,17 +39,29 @@ pub struct Config {
     pub allow: Vec<IpRange>,
     pub log_requests: bool,
     pub watch: bool,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// Answer `LookupFinished` to every line without looking anything up: the load
     /// generator's transport ceiling (same runtimes, same connection code).
     pub bare: bool,
 }
 
-/// Counters, updated once per batch (never per request) with relaxed atomics.
+/// Upper bounds (µs) of the batch processing-time histogram buckets.
+pub const BATCH_BUCKETS_US: [u64; 10] = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// Counters, updated once per batch (never per request) with relaxed atomics; what
+/// `--metrics` exports.
 #[derive(Default, Debug)]
 pub struct Stats {
     pub requests: AtomicU64,
     pub indicators: AtomicU64,
+    /// Indicators by kind, indexed by `Kind::index()`.
+    pub by_kind: [AtomicU64; 5],
     pub hits: AtomicU64,
+    /// Time from a read's completion to its answers being ready, per batch:
+    /// cumulative bucket counts (last = +Inf), sum in µs.
+    pub batch_buckets: [AtomicU64; 11],
+    pub batch_sum_us: AtomicU64,
     pub connections: AtomicU64,
     pub refused_limit: AtomicU64,
     pub refused_allow: AtomicU64,
@@ -76,14 +88,35 @@ impl Shared {
         (guard.0, guard.1.clone())
     }
 
-    pub fn count(&self, requests: u64, indicators: u64, hits: u64) {
+    pub fn count(&self, requests: u64, by_kind: &[u64; 5], hits: u64) {
         if requests > 0 {
-            self.stats.requests.fetch_add(requests, Ordering::Relaxed);
-            self.stats
-                .indicators
-                .fetch_add(indicators, Ordering::Relaxed);
-            self.stats.hits.fetch_add(hits, Ordering::Relaxed);
+            let s = &self.stats;
+            s.requests.fetch_add(requests, Ordering::Relaxed);
+            s.indicators
+                .fetch_add(by_kind.iter().sum(), Ordering::Relaxed);
+            for (counter, n) in s.by_kind.iter().zip(by_kind) {
+                if *n > 0 {
+                    counter.fetch_add(*n, Ordering::Relaxed);
+                }
+            }
+            s.hits.fetch_add(hits, Ordering::Relaxed);
         }
+    }
+
+    /// Record how long one batch took to answer.
+    pub fn batch_time(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        let bucket = BATCH_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(BATCH_BUCKETS_US.len());
+        self.stats.batch_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.stats.batch_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Open connections, over all threads.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     /// Rebuild the index from the sources and publish it. On error the old index
@@ -288,7 +321,12 @@ pub fn run(config: Config, sources: Sources) -> Result<(), ServerError> {
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(ServerError::Signals)?;
     let watch = config.watch;
+    let metrics = config.metrics;
     let server = Server::start(config, sources)?;
+    if let Some(addr) = metrics {
+        crate::metrics::spawn(addr, server.shared.clone())
+            .map_err(|source| ServerError::Listen { addr, source })?;
+    }
     if watch {
         let shared = server.shared.clone();
         let files = shared.sources.files();

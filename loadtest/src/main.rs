@@ -186,6 +186,7 @@ fn ceiling(args: &Args, plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<
         allow: Vec::new(),
         log_requests: false,
         watch: false,
+        metrics: None,
         bare: true,
     };
     let server = tracer::server::Server::start(config, tracer::commands::Sources::default())?;

@@ -23,6 +23,7 @@ fn demo_server(io: IoMode) -> Server {
         allow: Vec::new(),
         log_requests: false,
         watch: false,
+        metrics: None,
         bare: false,
     };
     Server::start(config, Sources::demo(&fixtures)).expect("server starts")

@@ -319,3 +319,40 @@ fn feeds_given_with_f_and_k_are_served() {
         );
     }
 }
+
+#[test]
+fn metrics_endpoint_counts_requests_by_kind() {
+    let srv = Server::start("uring", &["--metrics", "127.0.0.1:0"]);
+    srv.wait_log("metrics on http://");
+    let log = srv.log();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("metrics address in the log")
+        .to_string();
+    let got = exchange(
+        &srv,
+        b"url=gmer.com|ip=10.13.0.1\nhash=44d88612fea8a8f36de82e1278abb02f\nurl=miss.example\n",
+        3,
+    );
+    assert_eq!(count_answers(got.as_bytes()), 3);
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
+    let body = String::from_utf8(read_to_close(&mut s)).expect("utf-8");
+    assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
+    for line in [
+        "tracer_requests_total 3",
+        "tracer_indicators_total{kind=\"url\"} 2",
+        "tracer_indicators_total{kind=\"ip\"} 1",
+        "tracer_indicators_total{kind=\"hash\"} 1",
+        "tracer_hits_total 3",
+        "tracer_index_records 20",
+        "tracer_batch_seconds_count ",
+    ] {
+        assert!(body.contains(line), "missing {line:?} in\n{body}");
+    }
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect metrics");
+    s.write_all(b"GET /other HTTP/1.0\r\n\r\n").expect("send");
+    assert!(String::from_utf8_lossy(&read_to_close(&mut s)).starts_with("HTTP/1.0 404"));
+}
