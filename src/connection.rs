@@ -153,7 +153,7 @@ pub async fn serve<T: Transport>(
     let mut chunk: Vec<u8> = Vec::with_capacity(READ_SIZE);
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut draining = *shutdown.borrow();
-    let mut warned_overlong = false;
+    let mut overlong_counted = 0;
     let mut warned_truncated = false;
 
     loop {
@@ -239,10 +239,17 @@ pub async fn serve<T: Transport>(
         if failed {
             break;
         }
-        if decoder.overlong_count() > 0 && !warned_overlong {
-            warned_overlong = true;
-            worker.shared.stats.overlong.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, max_line = cfg.max_line, "request line longer than --max-line discarded (reported once per connection)");
+        let overlong = decoder.overlong_count();
+        if overlong > overlong_counted {
+            if overlong_counted == 0 {
+                tracing::warn!(%peer, max_line = cfg.max_line, "request line longer than --max-line discarded (logged once per connection, counted in metrics)");
+            }
+            worker
+                .shared
+                .stats
+                .overlong
+                .fetch_add(overlong - overlong_counted, Ordering::Relaxed);
+            overlong_counted = overlong;
         }
         // Keep the unfinished line for the next read.
         if from_chunk {
