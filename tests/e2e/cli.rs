@@ -120,3 +120,38 @@ fn inspect_shows_feeds_and_counts() {
     // 4 masks, plus the bare variants of the two ending in `/*` (SPEC §3).
     assert!(text.contains("mask patterns   6"), "{text}");
 }
+
+#[test]
+fn raw_feeds_match_the_value_as_sent_from_any_key() {
+    let dir = TempDir::new("raw");
+    let feed = dir.path("hosts.txt");
+    std::fs::write(&feed, "CORP\\PC-0042 (Finance)\n").expect("write");
+    let f = feed.to_str().expect("path");
+    let o = tracer(&[
+        "lookup",
+        "-f",
+        f,
+        "-k",
+        "asset",
+        "--kind",
+        "raw",
+        "url=CORP\\PC-0042 (Finance)",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "Category=hosts|MatchedIndicator=CORP\\PC-0042 (Finance)|asset=CORP\\PC-0042 (Finance)\nLookupFinished\n"
+    );
+    // Raw means no normalization: a different case is a different value.
+    let o = tracer(&[
+        "lookup",
+        "-f",
+        f,
+        "-k",
+        "asset",
+        "--kind",
+        "raw",
+        "url=corp\\pc-0042 (finance)",
+    ]);
+    assert_eq!(stdout(&o), "LookupFinished\n");
+}

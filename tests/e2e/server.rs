@@ -356,3 +356,42 @@ fn metrics_endpoint_counts_requests_by_kind() {
     s.write_all(b"GET /other HTTP/1.0\r\n\r\n").expect("send");
     assert!(String::from_utf8_lossy(&read_to_close(&mut s)).starts_with("HTTP/1.0 404"));
 }
+
+#[test]
+fn watch_reloads_when_a_feed_file_changes() {
+    let dir = TempDir::new("watch");
+    let feed = dir.path("watched.csv");
+    std::fs::write(&feed, "ioc,context\nwatch.example,first\n").expect("write");
+    let log_file = dir.path("tracer.log");
+    let srv = Server::start(
+        "uring",
+        &[
+            "-f",
+            feed.to_str().expect("path"),
+            "-k",
+            "ioc",
+            "--watch",
+            "--log-file",
+            log_file.to_str().expect("path"),
+        ],
+    );
+    let answer = |ctx: &str| {
+        format!("Category=watched|MatchedIndicator=watch.example|ioc=watch.example|context={ctx}\nLookupFinished\n")
+    };
+    assert_eq!(exchange(&srv, b"url=watch.example\n", 1), answer("first"));
+    // A different size, so the change shows even within one mtime tick.
+    std::fs::write(&feed, "ioc,context\nwatch.example,second_version\n").expect("write");
+    srv.wait_log("index reloaded");
+    assert_eq!(
+        exchange(&srv, b"url=watch.example\n", 1),
+        answer("second_version")
+    );
+    // --log-file: the same lines land in a daily-rotated file next to the given name.
+    let logged: String = std::fs::read_dir(&dir.0)
+        .expect("read dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tracer.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(logged.contains("index reloaded"), "log file: {logged:?}");
+}
