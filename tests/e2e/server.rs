@@ -233,7 +233,11 @@ fn reload_under_traffic_answers_every_request_from_a_or_b() {
             let mut seen_b = 0;
             let mut total = 0;
             let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(3) {
+            let mut first_b: Option<Instant> = None;
+            // Until B has answered for a while (however long the reload takes), or 20 s.
+            while started.elapsed() < Duration::from_secs(20)
+                && first_b.is_none_or(|t| t.elapsed() < Duration::from_millis(500))
+            {
                 s.write_all("url=reload.example\n".repeat(200).as_bytes())
                     .expect("send");
                 let got = read_answers(&mut s, 200);
@@ -244,6 +248,7 @@ fn reload_under_traffic_answers_every_request_from_a_or_b() {
                     } else if let Some(r) = rest.strip_prefix(ans_b.as_str()) {
                         rest = r;
                         seen_b += 1;
+                        first_b.get_or_insert_with(Instant::now);
                     } else {
                         panic!("answer from neither index: {rest:.200}");
                     }
@@ -387,11 +392,19 @@ fn watch_reloads_when_a_feed_file_changes() {
         answer("second_version")
     );
     // --log-file: the same lines land in a daily-rotated file next to the given name.
-    let logged: String = std::fs::read_dir(&dir.0)
-        .expect("read dir")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("tracer.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect();
-    assert!(logged.contains("index reloaded"), "log file: {logged:?}");
+    // The file writer is asynchronous, so give it a moment to flush.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logged: String = std::fs::read_dir(&dir.0)
+            .expect("read dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("tracer.log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        if logged.contains("index reloaded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "log file: {logged:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
