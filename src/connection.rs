@@ -161,27 +161,27 @@ pub async fn serve<T: Transport>(
         if chunk.capacity() < READ_SIZE {
             chunk.reserve(READ_SIZE);
         }
-        let read = if draining {
-            match tokio::time::timeout(DRAIN_QUIET, io.read_into(std::mem::take(&mut chunk))).await
-            {
-                Ok(r) => r,
-                Err(_) => break,
-            }
-        } else {
-            let idle = cfg.idle_timeout;
-            tokio::select! {
-                r = io.read_into(std::mem::take(&mut chunk)) => r,
-                _ = shutdown.changed() => {
-                    draining = true;
-                    chunk = Vec::with_capacity(READ_SIZE);
-                    continue;
+        // The read stays armed until it completes or the connection closes. Dropping
+        // an io_uring read in flight would leave it armed in the kernel, and the next
+        // bytes the client sends would be consumed by it and lost: so shutdown only
+        // switches to draining, it never cancels the read.
+        let event = {
+            let mut read = std::pin::pin!(io.read_into(std::mem::take(&mut chunk)));
+            loop {
+                if draining {
+                    break tokio::time::timeout(DRAIN_QUIET, read.as_mut()).await.ok();
                 }
-                _ = sleep_or_forever(idle) => {
-                    tracing::debug!(%peer, "idle timeout, closing");
-                    break;
+                tokio::select! {
+                    r = read.as_mut() => break Some(r),
+                    _ = shutdown.changed() => draining = true,
+                    _ = sleep_or_forever(cfg.idle_timeout) => {
+                        tracing::debug!(%peer, "idle timeout, closing");
+                        break None;
+                    }
                 }
             }
         };
+        let Some(read) = event else { break };
         let (res, buf) = read;
         chunk = buf;
         let n = match res {

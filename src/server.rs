@@ -459,55 +459,78 @@ async fn accept_loop<A: Acceptor>(
     worker: Rc<Worker>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let shared = worker.shared.clone();
-    let cfg = &shared.config;
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors and the like: back off briefly rather than spin.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
+    // One accept stays armed for the life of the loop and is never dropped while
+    // connections may arrive: under io_uring, dropping an accept in flight discards a
+    // connection the kernel has already accepted (its completion is ignored).
+    let mut accept = Box::pin(listener.accept());
+    if !*shutdown.borrow() {
+        loop {
+            tokio::select! {
+                r = &mut accept => {
+                    accept = Box::pin(listener.accept());
+                    match r {
+                        Ok((stream, peer)) => admit::<A>(stream, peer, &worker, &shutdown),
+                        Err(e) => {
+                            // Out of descriptors and the like: back off, don't spin.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                _ = shutdown.changed() => break,
             }
-        };
-        if !allowed(&cfg.allow, peer) {
-            let n = shared.stats.refused_allow.fetch_add(1, Ordering::Relaxed) + 1;
-            if worth_logging(n) {
-                tracing::warn!(%peer, refused = n, "connection from outside --allow closed");
-            }
-            continue;
         }
-        if shared.open.fetch_add(1, Ordering::AcqRel) >= cfg.max_connections {
-            shared.open.fetch_sub(1, Ordering::AcqRel);
-            let n = shared.stats.refused_limit.fetch_add(1, Ordering::Relaxed) + 1;
-            if worth_logging(n) {
-                tracing::warn!(%peer, refused = n, max = cfg.max_connections, "--max-connections reached, connection closed");
-            }
-            continue;
-        }
-        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-        A::set_nodelay(&stream);
-        worker.open.set(worker.open.get() + 1);
-        let w = worker.clone();
-        let rx = shutdown.clone();
-        tokio::task::spawn_local(async move {
-            connection::serve(stream, peer, w.clone(), rx).await;
-            w.shared.open.fetch_sub(1, Ordering::AcqRel);
-            w.open.set(w.open.get() - 1);
-        });
     }
+    // Clients whose connections wait in the kernel's accept queue have sent requests
+    // we owe answers to: take them in (they start in drain mode) until the queue has
+    // been empty for 20 ms, then close.
+    while let Ok(r) = tokio::time::timeout(Duration::from_millis(20), &mut accept).await {
+        accept = Box::pin(listener.accept());
+        if let Ok((stream, peer)) = r {
+            admit::<A>(stream, peer, &worker, &shutdown);
+        }
+    }
+    drop(accept);
     drop(listener);
     // Connections are draining; the runtime must outlive them.
     let deadline = Instant::now() + Duration::from_secs(30);
     while worker.open.get() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Apply `--allow` and `--max-connections` to a new connection, then serve it.
+fn admit<A: Acceptor>(
+    stream: A::Stream,
+    peer: SocketAddr,
+    worker: &Rc<Worker>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) {
+    let shared = &worker.shared;
+    let cfg = &shared.config;
+    if !allowed(&cfg.allow, peer) {
+        let n = shared.stats.refused_allow.fetch_add(1, Ordering::Relaxed) + 1;
+        if worth_logging(n) {
+            tracing::warn!(%peer, refused = n, "connection from outside --allow closed");
+        }
+        return;
+    }
+    if shared.open.fetch_add(1, Ordering::AcqRel) >= cfg.max_connections {
+        shared.open.fetch_sub(1, Ordering::AcqRel);
+        let n = shared.stats.refused_limit.fetch_add(1, Ordering::Relaxed) + 1;
+        if worth_logging(n) {
+            tracing::warn!(%peer, refused = n, max = cfg.max_connections, "--max-connections reached, connection closed");
+        }
+        return;
+    }
+    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    A::set_nodelay(&stream);
+    worker.open.set(worker.open.get() + 1);
+    let w = worker.clone();
+    let rx = shutdown.clone();
+    tokio::task::spawn_local(async move {
+        connection::serve(stream, peer, w.clone(), rx).await;
+        w.shared.open.fetch_sub(1, Ordering::AcqRel);
+        w.open.set(w.open.get() - 1);
+    });
 }

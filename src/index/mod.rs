@@ -101,6 +101,8 @@ pub struct Index {
     record_count: usize,
     postings: Range<usize>,
     exact: Range<usize>,
+    /// Which kinds this file holds, so a set of files skips the ones that cannot hit.
+    has_urls: bool,
     has_domains: bool,
     has_raw: bool,
     mask_prefix: fst::raw::Fst<Bytes>,
@@ -201,7 +203,7 @@ impl Index {
                 .iter()
                 .any(|f| f.entries.get(kind.index()).copied().unwrap_or(0) > 0)
         };
-        let (has_domains, has_raw) = (any(Kind::Domain), any(Kind::Raw));
+        let (has_urls, has_domains, has_raw) = (any(Kind::Url), any(Kind::Domain), any(Kind::Raw));
         let mask_prefix = fst::raw::Fst::new(fst_bytes(SectionId::MaskPrefix)?)
             .map_err(|e| corrupt(SectionId::MaskPrefix, e.to_string()))?;
         let mask_suffix = fst::raw::Fst::new(fst_bytes(SectionId::MaskSuffix)?)
@@ -274,6 +276,7 @@ impl Index {
             record_count,
             postings,
             exact,
+            has_urls,
             has_domains,
             has_raw,
             mask_prefix,
@@ -358,39 +361,23 @@ impl Index {
         }
     }
 
-    /// Add to `s.ids` the (unsorted, possibly repeated) record ids matching one
-    /// indicator of the given request kind.
-    fn collect(&self, kind: Kind, value: &[u8], s: &mut Scratch) {
-        let value = value.trim_ascii();
-        if value.is_empty() {
-            return;
-        }
+    /// Add to `ids` the (unsorted, possibly repeated) record ids matching one prepared
+    /// indicator.
+    fn collect(&self, q: &Prepared<'_>, key: &mut Vec<u8>, ids: &mut Vec<u32>) {
         let bytes = self.bytes();
         let postings = Postings(&bytes[self.postings.clone()]);
-        let Scratch { norm, key, ids } = s;
         // Raw entries answer to the value of any key, as sent.
         if self.has_raw {
-            self.exact_get(b'r', value, key, postings, ids);
+            self.exact_get(b'r', q.raw, key, postings, ids);
         }
-        match kind {
-            Kind::Url => {
-                indicator::normalize_url(value, norm);
-                self.collect_url(norm, key, postings, ids);
-                // Operators map hashes and addresses into `url` too.
-                match indicator::detect(value) {
-                    Kind::Hash => self.collect_hash(value, postings, ids),
-                    Kind::Ip => self.collect_ip(value, postings, ids),
-                    _ => {}
-                }
-            }
-            Kind::Domain => {
-                if indicator::normalize_domain(value, norm) {
-                    self.collect_url(norm, key, postings, ids);
-                }
-            }
-            Kind::Ip => self.collect_ip(value, postings, ids),
-            Kind::Hash => self.collect_hash(value, postings, ids),
-            Kind::Raw => {}
+        if let Some(url) = q.url {
+            self.collect_url(url, key, postings, ids);
+        }
+        if let Some((digest, len)) = &q.digest {
+            self.collect_hash(&digest[..*len], postings, ids);
+        }
+        if let Some((family, addr)) = q.ip {
+            self.collect_ip(family, addr, postings, ids);
         }
     }
 
@@ -401,20 +388,9 @@ impl Index {
         postings: Postings<'_>,
         ids: &mut Vec<u32>,
     ) {
-        if url.is_empty() {
-            return;
+        if self.has_urls {
+            self.collect_url_entries(url, key, postings, ids);
         }
-        self.exact_get(b'u', url, key, postings, ids);
-        let bytes = self.bytes();
-        let matcher = masks::Matcher {
-            table: &bytes[self.mask_table.clone()],
-            buckets: self.exact_table(),
-            prefix: &self.mask_prefix,
-            suffix: &self.mask_suffix,
-            dfa_ids: &bytes[self.dfa_ids.clone()],
-            dfa: self.dfa.as_ref(),
-        };
-        matcher.lookup(url, postings, key, ids);
         if !self.has_domains {
             return;
         }
@@ -430,11 +406,29 @@ impl Index {
         }
     }
 
-    fn collect_hash(&self, value: &[u8], postings: Postings<'_>, ids: &mut Vec<u32>) {
-        let mut digest = [0u8; 32];
-        let Some(len) = indicator::hash_digest(value, &mut digest) else {
-            return;
+    /// Exact URLs and masks.
+    fn collect_url_entries(
+        &self,
+        url: &[u8],
+        key: &mut Vec<u8>,
+        postings: Postings<'_>,
+        ids: &mut Vec<u32>,
+    ) {
+        self.exact_get(b'u', url, key, postings, ids);
+        let bytes = self.bytes();
+        let matcher = masks::Matcher {
+            table: &bytes[self.mask_table.clone()],
+            buckets: self.exact_table(),
+            prefix: &self.mask_prefix,
+            suffix: &self.mask_suffix,
+            dfa_ids: &bytes[self.dfa_ids.clone()],
+            dfa: self.dfa.as_ref(),
         };
+        matcher.lookup(url, postings, key, ids);
+    }
+
+    fn collect_hash(&self, digest: &[u8], postings: Postings<'_>, ids: &mut Vec<u32>) {
+        let len = digest.len();
         let which = match len {
             16 => 0,
             20 => 1,
@@ -444,16 +438,13 @@ impl Index {
         if let Ok(t) =
             hashes::Table::open(&bytes[self.digests[which].clone()], DIGEST_WIDTHS[which])
         {
-            if let Some(r) = t.get(&digest[..len]) {
+            if let Some(r) = t.get(digest) {
                 postings.for_each(r, |id| ids.push(id));
             }
         }
     }
 
-    fn collect_ip(&self, value: &[u8], postings: Postings<'_>, ids: &mut Vec<u32>) {
-        let Some((family, addr)) = indicator::parse_ip(value) else {
-            return;
-        };
+    fn collect_ip(&self, family: Family, addr: u128, postings: Postings<'_>, ids: &mut Vec<u32>) {
         let (which, width) = match family {
             Family::V4 => (0, 4),
             Family::V6 => (1, 16),
@@ -462,6 +453,50 @@ impl Index {
         if let Ok(t) = ip::Table::open(&bytes[self.ips[which].clone()], width) {
             t.lookup(addr, |r| postings.for_each(r, |id| ids.push(id)));
         }
+    }
+}
+
+/// An indicator normalized once for every index of a set.
+struct Prepared<'a> {
+    /// The value as sent (trimmed), for raw entries.
+    raw: &'a [u8],
+    /// The normalized URL (`url`) or host (`domain`).
+    url: Option<&'a [u8]>,
+    digest: Option<([u8; 32], usize)>,
+    ip: Option<(Family, u128)>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(kind: Kind, raw: &'a [u8], norm: &'a mut Vec<u8>) -> Prepared<'a> {
+        let digest = |v: &[u8]| {
+            let mut d = [0u8; 32];
+            indicator::hash_digest(v, &mut d).map(|len| (d, len))
+        };
+        let mut q = Prepared {
+            raw,
+            url: None,
+            digest: None,
+            ip: None,
+        };
+        match kind {
+            Kind::Url => {
+                // Operators map hashes and addresses into `url` too.
+                match indicator::detect(raw) {
+                    Kind::Hash => q.digest = digest(raw),
+                    Kind::Ip => q.ip = indicator::parse_ip(raw),
+                    _ => {}
+                }
+                indicator::normalize_url(raw, norm);
+                q.url = (!norm.is_empty()).then_some(&norm[..]);
+            }
+            Kind::Domain => {
+                q.url = indicator::normalize_domain(raw, norm).then_some(&norm[..]);
+            }
+            Kind::Ip => q.ip = indicator::parse_ip(raw),
+            Kind::Hash => q.digest = digest(raw),
+            Kind::Raw => {}
+        }
+        q
     }
 }
 
@@ -496,13 +531,19 @@ impl IndexSet {
         max_hits: usize,
         hits: &mut Vec<Hit>,
     ) -> usize {
+        let value = value.trim_ascii();
+        if value.is_empty() {
+            return 0;
+        }
+        let Scratch { norm, key, ids } = scratch;
+        let q = Prepared::new(kind, value, norm);
         let mut found = 0;
         for (p, index) in self.parts.iter().enumerate() {
-            scratch.ids.clear();
-            index.collect(kind, value, scratch);
-            scratch.ids.sort_unstable();
-            scratch.ids.dedup();
-            for &id in &scratch.ids {
+            ids.clear();
+            index.collect(&q, key, ids);
+            ids.sort_unstable();
+            ids.dedup();
+            for &id in ids.iter() {
                 if (id as usize) >= index.record_count {
                     continue;
                 }
