@@ -57,8 +57,6 @@ impl FeedSpec {
 pub enum CompileError {
     #[error(transparent)]
     Feed(#[from] FeedError),
-    #[error("too many records: record ids are 31-bit")]
-    TooManyRecords,
     #[error("building {what}: {reason}")]
     Build { what: &'static str, reason: String },
     #[error("{}: {source}", file.display())]
@@ -132,7 +130,7 @@ impl Compiler {
             },
             reasons: Default::default(),
             norm: Vec::new(),
-            too_many: false,
+            path: &spec.path,
         };
         let opts = ReadOptions {
             format: spec.format,
@@ -140,14 +138,10 @@ impl Compiler {
             records: spec.records.clone(),
         };
         let result = feed::read(&spec.path, &opts, &mut sink);
-        let too_many = sink.too_many;
         let mut summary = sink.summary;
         let mut reasons: Vec<(String, u64)> = sink.reasons.into_iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         summary.skip_reasons = reasons;
-        if too_many {
-            return Err(CompileError::TooManyRecords);
-        }
         result?;
         if let Some(bar) = &self.progress {
             bar.finish_and_clear();
@@ -364,7 +358,7 @@ struct FeedSink<'c> {
     summary: FeedSummary,
     reasons: std::collections::HashMap<String, u64>,
     norm: Vec<u8>,
-    too_many: bool,
+    path: &'c Path,
 }
 
 impl feed::Sink for FeedSink<'_> {
@@ -373,10 +367,9 @@ impl feed::Sink for FeedSink<'_> {
         let c = &mut *self.compiler;
         let id = c.record_count();
         if id >= postings::LIST {
-            self.too_many = true;
-            return Err(FeedError::Csv {
-                file: PathBuf::new(),
-                message: "record limit reached".into(),
+            return Err(FeedError::TooManyRecords {
+                file: self.path.to_path_buf(),
+                limit: postings::LIST as u64,
             });
         }
         let mut filed = 0;

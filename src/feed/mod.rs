@@ -125,6 +125,8 @@ pub enum FeedError {
     Csv { file: PathBuf, message: String },
     #[error("{skip} (--strict)")]
     Strict { skip: Skip },
+    #[error("{}: more than {limit} records in one index; split the feed", file.display())]
+    TooManyRecords { file: PathBuf, limit: u64 },
 }
 
 /// How to read one feed file.
