@@ -359,6 +359,13 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
             // Spread connections' schedules over one interval.
             let mut next_due = Instant::now()
                 + interval.map_or(Duration::ZERO, |i| i.mul_f64((seed % 1000) as f64 / 1000.0));
+            // Append one request to the write buffer and queue what it must produce.
+            let enqueue = |rng: &mut tracer::generate::Rng, buf: &mut Vec<u8>, at: Instant| {
+                let sent =
+                    conn.workload
+                        .request(rng, plan.per_request, plan.hit_ratio, plan.bare, buf);
+                queue.borrow_mut().push_back(Pending { sent, at });
+            };
             let depth = if interval.is_some() {
                 usize::MAX
             } else {
@@ -373,14 +380,7 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
                     // Send every request that is due by now (timers tick in ms).
                     let now = Instant::now();
                     while next_due <= now {
-                        let sent = conn.workload.request(
-                            &mut rng,
-                            plan.per_request,
-                            plan.hit_ratio,
-                            plan.bare,
-                            &mut buf,
-                        );
-                        queue.borrow_mut().push_back(Pending { sent, at: now });
+                        enqueue(&mut rng, &mut buf, now);
                         if next_due >= conn.measure_from {
                             let us =
                                 now.saturating_duration_since(next_due).as_micros().max(1) as u64;
@@ -397,14 +397,7 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
                     }
                     let now = Instant::now();
                     while queue.borrow().len() < depth {
-                        let sent = conn.workload.request(
-                            &mut rng,
-                            plan.per_request,
-                            plan.hit_ratio,
-                            plan.bare,
-                            &mut buf,
-                        );
-                        queue.borrow_mut().push_back(Pending { sent, at: now });
+                        enqueue(&mut rng, &mut buf, now);
                     }
                 }
                 if wr.write_all(&buf).await.is_err() {
