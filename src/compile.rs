@@ -2,7 +2,7 @@
 //!
 //! The [`Compiler`] reads feeds one after another (record ids follow feed order and
 //! row order, which is the answer order), renders each record's context once, and
-//! files every indicator value under its kind: exact keys for the fst, masks for the
+//! files every indicator value under its kind: exact keys for the hashed table, masks for the
 //! matcher, digests and IP blocks for their tables. [`Compiler::finish`] sorts and
 //! serializes each structure into its section, and [`write_atomically`] writes the
 //! file next to its destination and renames it into place, so a crash or Ctrl-C never
