@@ -9,7 +9,6 @@ use crate::protocol::{self, Categories};
 /// What answering one line did, for logs and counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
-    pub indicators: u32,
     /// Indicators by kind, indexed by `Kind::index()`.
     pub by_kind: [u32; 5],
     pub hits: u32,
@@ -47,7 +46,6 @@ impl Responder {
         categories.clear();
         let mut outcome = Outcome::default();
         protocol::for_each_indicator(line, |ind| {
-            outcome.indicators += 1;
             outcome.by_kind[ind.kind.index()] += 1;
             hits.clear();
             let found = index.lookup(ind.kind, ind.value, scratch, *max_hits, hits);

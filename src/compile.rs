@@ -205,12 +205,7 @@ impl Compiler {
                 let mut d = [0u8; 32];
                 let len =
                     indicator::hash_digest(raw, &mut d).ok_or("not a 32/40/64-digit hex digest")?;
-                let which = match len {
-                    16 => 0,
-                    20 => 1,
-                    _ => 2,
-                };
-                self.digests[which].push((Box::from(&d[..len]), id));
+                self.digests[hashes::table_for(len)].push((Box::from(&d[..len]), id));
             }
             Kind::Raw => {
                 if raw.is_empty() {

@@ -124,18 +124,7 @@ pub fn render(shared: &Shared) -> String {
         "Reloads published since start.",
         &one(generation),
     );
-    let mut counts = crate::index::Counts::default();
-    for p in set.parts() {
-        let c = p.counts();
-        counts.records += c.records;
-        counts.exact_keys += c.exact_keys;
-        counts.masks += c.masks;
-        counts.md5 += c.md5;
-        counts.sha1 += c.sha1;
-        counts.sha256 += c.sha256;
-        counts.ipv4_blocks += c.ipv4_blocks;
-        counts.ipv6_blocks += c.ipv6_blocks;
-    }
+    let counts = set.counts();
     metric(
         "tracer_index_records",
         "gauge",

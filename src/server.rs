@@ -54,7 +54,6 @@ pub const BATCH_BUCKETS_US: [u64; 10] = [10, 25, 50, 100, 250, 500, 1000, 2500, 
 #[derive(Default, Debug)]
 pub struct Stats {
     pub requests: AtomicU64,
-    pub indicators: AtomicU64,
     /// Indicators by kind, indexed by `Kind::index()`.
     pub by_kind: [AtomicU64; 5],
     pub hits: AtomicU64,
@@ -92,8 +91,6 @@ impl Shared {
         if requests > 0 {
             let s = &self.stats;
             s.requests.fetch_add(requests, Ordering::Relaxed);
-            s.indicators
-                .fetch_add(by_kind.iter().sum(), Ordering::Relaxed);
             for (counter, n) in s.by_kind.iter().zip(by_kind) {
                 if *n > 0 {
                     counter.fetch_add(*n, Ordering::Relaxed);
@@ -304,7 +301,11 @@ impl Server {
         let s = &self.shared.stats;
         tracing::info!(
             requests = s.requests.load(Ordering::Relaxed),
-            indicators = s.indicators.load(Ordering::Relaxed),
+            indicators = s
+                .by_kind
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum::<u64>(),
             hits = s.hits.load(Ordering::Relaxed),
             connections = s.connections.load(Ordering::Relaxed),
             refused =

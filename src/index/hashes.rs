@@ -17,6 +17,18 @@ use super::postings;
 
 pub const HEAD: usize = 16;
 
+/// Digest widths of the three tables (MD5, SHA-1, SHA-256), in section order.
+pub const WIDTHS: [usize; 3] = [16, 20, 32];
+
+/// Which of the three tables holds digests of `len` bytes (16, 20 or 32).
+pub fn table_for(len: usize) -> usize {
+    match len {
+        16 => 0,
+        20 => 1,
+        _ => 2,
+    }
+}
+
 fn bits_for(count: usize) -> u32 {
     let mut bits = 0;
     while bits < 22 && (count >> bits) > 4 {

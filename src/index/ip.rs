@@ -62,7 +62,19 @@ pub struct Table<'a> {
 }
 
 impl<'a> Table<'a> {
+    /// Parse and fully check a table (once, when the index is opened).
     pub fn open(section: &'a [u8], width: usize) -> Result<Table<'a>, String> {
+        let t = Table::view(section, width)?;
+        let total: usize = (0..t.groups.len() / 12).map(|g| t.group(g).2).sum();
+        if t.rows.len() != total * (width + 4) {
+            return Err(format!("{} row bytes for {total} rows", t.rows.len()));
+        }
+        Ok(t)
+    }
+
+    /// Parse the header only: what a lookup needs, in O(1), on a table that `open`
+    /// has already checked. Row reads stay bounds-checked regardless.
+    pub fn view(section: &'a [u8], width: usize) -> Result<Table<'a>, String> {
         if section.is_empty() {
             return Ok(Table {
                 width,
@@ -82,16 +94,11 @@ impl<'a> Table<'a> {
             .get(8..8 + n * 12)
             .ok_or("group directory truncated")?;
         let rows = &section[8 + n * 12..];
-        let t = Table {
+        Ok(Table {
             width,
             groups,
             rows,
-        };
-        let total: usize = (0..n).map(|g| t.group(g).2).sum();
-        if rows.len() != total * (width + 4) {
-            return Err(format!("{} row bytes for {total} rows", rows.len()));
-        }
-        Ok(t)
+        })
     }
 
     fn group(&self, g: usize) -> (u32, usize, usize) {

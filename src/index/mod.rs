@@ -115,7 +115,6 @@ pub struct Index {
     counts: Counts,
 }
 
-const DIGEST_WIDTHS: [usize; 3] = [16, 20, 32];
 const DIGEST_SECTIONS: [SectionId; 3] = [SectionId::Md5, SectionId::Sha1, SectionId::Sha256];
 
 impl Index {
@@ -238,7 +237,7 @@ impl Index {
         let mut digests: [Range<usize>; 3] = Default::default();
         for (i, id) in DIGEST_SECTIONS.into_iter().enumerate() {
             let r = section(id)?;
-            let t = hashes::Table::open(&bytes[r.clone()], DIGEST_WIDTHS[i])
+            let t = hashes::Table::open(&bytes[r.clone()], hashes::WIDTHS[i])
                 .map_err(|e| corrupt(id, e))?;
             let n = t.len() as u64;
             match i {
@@ -428,15 +427,10 @@ impl Index {
     }
 
     fn collect_hash(&self, digest: &[u8], postings: Postings<'_>, ids: &mut Vec<u32>) {
-        let len = digest.len();
-        let which = match len {
-            16 => 0,
-            20 => 1,
-            _ => 2,
-        };
+        let which = hashes::table_for(digest.len());
         let bytes = self.bytes();
         if let Ok(t) =
-            hashes::Table::open(&bytes[self.digests[which].clone()], DIGEST_WIDTHS[which])
+            hashes::Table::open(&bytes[self.digests[which].clone()], hashes::WIDTHS[which])
         {
             if let Some(r) = t.get(digest) {
                 postings.for_each(r, |id| ids.push(id));
@@ -450,7 +444,7 @@ impl Index {
             Family::V6 => (1, 16),
         };
         let bytes = self.bytes();
-        if let Ok(t) = ip::Table::open(&bytes[self.ips[which].clone()], width) {
+        if let Ok(t) = ip::Table::view(&bytes[self.ips[which].clone()], width) {
             t.lookup(addr, |r| postings.for_each(r, |id| ids.push(id)));
         }
     }
@@ -569,5 +563,22 @@ impl IndexSet {
 
     pub fn record_count(&self) -> usize {
         self.parts.iter().map(Index::record_count).sum()
+    }
+
+    /// Entry counts over all the indexes of the set.
+    pub fn counts(&self) -> Counts {
+        let mut total = Counts::default();
+        for c in self.parts.iter().map(Index::counts) {
+            total.records += c.records;
+            total.exact_keys += c.exact_keys;
+            total.masks += c.masks;
+            total.dfa_masks += c.dfa_masks;
+            total.md5 += c.md5;
+            total.sha1 += c.sha1;
+            total.sha256 += c.sha256;
+            total.ipv4_blocks += c.ipv4_blocks;
+            total.ipv6_blocks += c.ipv6_blocks;
+        }
+        total
     }
 }
