@@ -321,20 +321,24 @@ pub fn run(config: Config, sources: Sources) -> Result<(), ServerError> {
     // Registered before the listeners open, so no signal finds the default action.
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(ServerError::Signals)?;
-    let watch = config.watch;
     let metrics = config.metrics;
+    // Stamped before loading, so no change after the load can slip into the baseline.
+    let watched = config.watch.then(|| {
+        let files = sources.files();
+        let stamps = stamp(&files);
+        (files, stamps)
+    });
     let server = Server::start(config, sources)?;
     if let Some(addr) = metrics {
         crate::metrics::spawn(addr, server.shared.clone())
             .map_err(|source| ServerError::Listen { addr, source })?;
     }
-    if watch {
+    if let Some((files, stamps)) = watched {
         let shared = server.shared.clone();
-        let files = shared.sources.files();
         let mut stop = server.shutdown.subscribe();
         std::thread::Builder::new()
             .name("tracer-watch".into())
-            .spawn(move || watch_files(&shared, &files, &mut stop))
+            .spawn(move || watch_files(&shared, &files, stamps, &mut stop))
             .map_err(ServerError::Thread)?;
     }
     for signal in signals.forever() {
@@ -349,22 +353,28 @@ pub fn run(config: Config, sources: Sources) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Size and modification time of each file (`None` where it cannot be read).
+type Stamps = Vec<Option<(SystemTime, u64)>>;
+
+fn stamp(files: &[std::path::PathBuf]) -> Stamps {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// Reload whenever the files differ from `last`, which was taken before the index was
+/// loaded: a change made while loading or before this thread starts is still seen.
 fn watch_files(
     shared: &Shared,
     files: &[std::path::PathBuf],
+    mut last: Stamps,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) {
-    let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<(SystemTime, u64)>> {
-        files
-            .iter()
-            .map(|f| {
-                std::fs::metadata(f)
-                    .ok()
-                    .and_then(|m| Some((m.modified().ok()?, m.len())))
-            })
-            .collect()
-    };
-    let mut last = stamp(files);
     while !*stop.borrow() {
         std::thread::sleep(Duration::from_secs(2));
         let now = stamp(files);
