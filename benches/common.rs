@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use tracer::cli::GenerateArgs;
-use tracer::compile::{Compiler, FeedSpec};
+use tracer::generate::Options;
+use tracer::index::compile::{Compiler, FeedSpec};
 use tracer::index::{Index, IndexSet};
 use tracer::indicator::Kind;
 
@@ -17,7 +17,7 @@ pub struct Data {
 /// Generate feeds of the given sizes (deterministic, seed 7).
 pub fn generate(tag: &str, urls: usize, hashes: usize, ips: usize) -> Data {
     let dir = std::env::temp_dir().join(format!("tracer-bench-{tag}-{}", std::process::id()));
-    let args = GenerateArgs {
+    let args = Options {
         out: dir.clone(),
         urls,
         hashes,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tracer::compile::{Compiler, FeedSpec};
+use tracer::index::compile::{Compiler, FeedSpec};
 use tracer::indicator::Kind;
 
 mod common;

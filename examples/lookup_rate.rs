@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tracer::index::{Index, IndexSet, Scratch};
-use tracer::protocol;
+use tracer::protocol::cybertrace as protocol;
 
 fn main() -> anyhow::Result<()> {
     let mut indexes = Vec::new();
@@ -92,7 +92,7 @@ fn measure(set: &IndexSet, lines: &[String], want_hit: bool) -> anyhow::Result<f
             hits.clear();
             set.lookup(*kind, value, &mut scratch, 32, &mut hits);
             for h in &hits {
-                sink += set.record(*h).1.len();
+                sink += set.record(*h).context.len();
             }
         }
         done += parsed.len() as u64;

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use tracer::cli::GenerateArgs;
+use tracer::generate::Options;
 
 fn main() -> anyhow::Result<()> {
     let mut sizes = Vec::new();
@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     }
     let max = sizes.iter().copied().max().unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("tracer-dfa-scaling-{}", std::process::id()));
-    tracer::generate::run(&GenerateArgs {
+    tracer::generate::run(&Options {
         out: dir.clone(),
         urls: max,
         hashes: 0,

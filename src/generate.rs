@@ -19,7 +19,19 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use crate::cli::GenerateArgs;
+/// What to generate: how many entries of each kind, where, from which seed.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Directory to write into (created if missing).
+    pub out: std::path::PathBuf,
+    pub urls: usize,
+    pub hashes: usize,
+    pub ips: usize,
+    pub domains: usize,
+    /// Rows of `mixed.csv`, every kind in one `ioc,context` feed (0: none).
+    pub mixed: usize,
+    pub seed: u64,
+}
 
 /// splitmix64: small, fast, good enough to spread keys; not for anything secret.
 pub struct Rng(u64);
@@ -83,7 +95,7 @@ fn path(rng: &mut Rng, segments: usize) -> String {
 }
 
 /// Write every file; returns (feed entries written, hit lines, miss lines).
-pub fn run(args: &GenerateArgs) -> std::io::Result<(usize, usize, usize)> {
+pub fn run(args: &Options) -> std::io::Result<(usize, usize, usize)> {
     std::fs::create_dir_all(&args.out)?;
     let mut rng = Rng::new(args.seed);
     let create = |name: &str| {

@@ -12,7 +12,8 @@
 //! - domain: the host part of the URL normalization.
 //! - IP: an inclusive range of 128-bit integers in one family (v4 or v6); a single
 //!   address is a range of one, `::ffff:a.b.c.d` is the v4 address.
-//! - hash: uppercase hex of 32, 40 or 64 digits.
+//! - hash: hex of 32, 40 or 64 digits, either case; the index stores the binary
+//!   digest ([`hash_digest`]), so `AbC…` and `ABC…` are one key.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -59,17 +60,6 @@ pub fn detect(value: &[u8]) -> Kind {
 
 fn is_hash(v: &[u8]) -> bool {
     matches!(v.len(), 32 | 40 | 64) && v.iter().all(u8::is_ascii_hexdigit)
-}
-
-/// Uppercase hex digest, or `None` when the value is not 32/40/64 hex digits.
-pub fn normalize_hash(value: &[u8], out: &mut Vec<u8>) -> bool {
-    let v = value.trim_ascii();
-    out.clear();
-    if !is_hash(v) {
-        return false;
-    }
-    out.extend(v.iter().map(u8::to_ascii_uppercase));
-    true
 }
 
 /// Decode a normalized hash into its binary digest (16, 20 or 32 bytes).
@@ -594,17 +584,22 @@ mod tests {
 
     #[test]
     fn hashes() {
-        let mut out = Vec::new();
-        assert!(normalize_hash(
-            b" d41d8cd98f00b204e9800998ecf8427e ",
-            &mut out
-        ));
-        assert_eq!(out, b"D41D8CD98F00B204E9800998ECF8427E");
-        assert!(!normalize_hash(b"xyz", &mut out));
-        assert!(!normalize_hash(
-            b"d41d8cd98f00b204e9800998ecf8427",
-            &mut out
-        ));
+        let mut d = [0u8; 32];
+        assert_eq!(
+            hash_digest(b" d41d8cd98f00b204e9800998ecf8427e ", &mut d),
+            Some(16)
+        );
+        let lower = d;
+        assert_eq!(
+            hash_digest(b"D41D8CD98F00B204E9800998ECF8427E", &mut d),
+            Some(16)
+        );
+        assert_eq!(d, lower);
+        assert_eq!(hash_digest(b"xyz", &mut d), None);
+        assert_eq!(
+            hash_digest(b"d41d8cd98f00b204e9800998ecf8427", &mut d),
+            None
+        );
         let mut d = [0u8; 32];
         assert_eq!(
             hash_digest(b"00ff00ff00ff00ff00ff00ff00ff00ff", &mut d),
@@ -693,7 +688,7 @@ mod tests {
                 let mut out = Vec::new();
                 normalize_url(&bytes, &mut out);
                 normalize_domain(&bytes, &mut out);
-                normalize_hash(&bytes, &mut out);
+                let _ = hash_digest(&bytes, &mut [0u8; 32]);
                 let _ = parse_ip_entry(&bytes);
                 let _ = detect(&bytes);
             }

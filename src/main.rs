@@ -1,10 +1,12 @@
 //! `tracer` entry point: parse the command line, set up logging, run the subcommand,
 //! turn errors into a message and a non-zero exit.
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracer::cli::{self, Cli, Command};
+use cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -21,26 +23,19 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args, filter),
         Command::Compile(args) => {
             init_stderr_logging(filter);
-            tracer::commands::compile(args, stdout)
+            cli::commands::compile(args, stdout)
         }
         Command::Lookup(args) => {
             init_stderr_logging(filter);
-            tracer::commands::lookup(args, stdout)
+            cli::commands::lookup(args, stdout)
         }
         Command::Inspect(args) => {
             init_stderr_logging(filter);
-            tracer::commands::inspect(args, stdout)
+            cli::commands::inspect(args, stdout)
         }
         Command::Generate(args) => {
             init_stderr_logging(filter);
-            tracer::generate::run(args)
-                .map(|(entries, hits, misses)| {
-                    eprintln!(
-                        "wrote {entries} feed entries, {hits} hit and {misses} miss samples to {}",
-                        args.out.display()
-                    );
-                })
-                .map_err(anyhow::Error::from)
+            cli::commands::generate(args)
         }
     };
     match result {
@@ -63,6 +58,7 @@ fn init_stderr_logging(filter: EnvFilter) {
 fn serve(args: &cli::ServeArgs, filter: EnvFilter) -> anyhow::Result<()> {
     use tracing_subscriber::prelude::*;
     let config = args.config().map_err(anyhow::Error::msg)?;
+    let mut sources = args.sources().map_err(anyhow::Error::msg)?;
     // The file writer's guard flushes on drop: keep it for the life of the server.
     let mut _guard = None;
     let file_layer = match &args.log_file {
@@ -95,7 +91,6 @@ fn serve(args: &cli::ServeArgs, filter: EnvFilter) -> anyhow::Result<()> {
         )
         .with(file_layer)
         .init();
-    let mut sources = tracer::commands::Sources::new(&args.indexes, &args.feeds)?;
     if sources.is_empty() {
         let here = std::path::Path::new("fixtures");
         let root = if here.is_dir() {
@@ -107,8 +102,8 @@ fn serve(args: &cli::ServeArgs, filter: EnvFilter) -> anyhow::Result<()> {
             "no feeds given: serving the demo feeds in {}",
             root.display()
         );
-        sources = tracer::commands::Sources::demo(&root);
+        sources = tracer::engine::Sources::demo(&root);
     }
-    tracer::server::run(config, sources)?;
+    tracer::serve::run(config, sources)?;
     Ok(())
 }

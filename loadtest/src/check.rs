@@ -7,6 +7,8 @@
 //! requests by order alone (the protocol has no ids), so an answer given to the wrong
 //! request shows up as hits and misses in the wrong places.
 
+use tracer::protocol::cybertrace::parse_hit;
+
 use crate::workload::Sent;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -43,18 +45,7 @@ pub fn check(sent: &[Sent], lines: &[&[u8]]) -> Result<(), ErrorKind> {
     let mut seen = vec![false; sent.len()];
     let mut last = 0usize;
     for line in lines {
-        let rest = line
-            .strip_prefix(b"Category=")
-            .ok_or(ErrorKind::Malformed)?;
-        let at = find(rest, b"|MatchedIndicator=").ok_or(ErrorKind::Malformed)?;
-        if at == 0 {
-            return Err(ErrorKind::Malformed);
-        }
-        let value = &rest[at + b"|MatchedIndicator=".len()..];
-        let value = match memchr(b'|', value) {
-            Some(end) => &value[..end],
-            None => value,
-        };
+        let value = parse_hit(line).ok_or(ErrorKind::Malformed)?.matched;
         // The first indicator at or after the previous hit's position with this value.
         let pos = (last..sent.len())
             .find(|&i| sent[i].value.as_bytes() == value)
@@ -89,14 +80,6 @@ pub fn check(sent: &[Sent], lines: &[&[u8]]) -> Result<(), ErrorKind> {
         }
     }
     Ok(())
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn memchr(b: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&x| x == b)
 }
 
 #[cfg(test)]

@@ -69,9 +69,9 @@ struct Args {
     /// Also measure an in-process bare responder with the same load.
     #[arg(long)]
     ceiling: bool,
-    /// Runtime of the bare responder: uring or epoll.
-    #[arg(long, default_value = "auto")]
-    ceiling_io: String,
+    /// Runtime of the bare responder.
+    #[arg(long, value_enum, default_value = "auto")]
+    ceiling_io: CeilingIo,
     /// Worker threads of the bare responder.
     #[arg(long)]
     ceiling_threads: Option<usize>,
@@ -84,6 +84,14 @@ struct Args {
     /// No progress line each second.
     #[arg(long)]
     quiet: bool,
+}
+
+/// `--ceiling-io` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CeilingIo {
+    Auto,
+    Uring,
+    Epoll,
 }
 
 fn main() -> ExitCode {
@@ -167,29 +175,19 @@ fn real_main() -> anyhow::Result<ExitCode> {
 
 /// Start a bare responder on 127.0.0.1:0 in this process and run the same plan on it.
 fn ceiling(args: &Args, plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
-    use tracer::cli::IoMode;
-    let io = match args.ceiling_io.as_str() {
-        "uring" => IoMode::Uring,
-        "epoll" => IoMode::Epoll,
-        _ => IoMode::Auto,
+    use tracer::serve::{Config, IoMode, Server};
+    let mut config = Config::new("127.0.0.1:0".parse()?);
+    config.io = match args.ceiling_io {
+        CeilingIo::Auto => IoMode::Auto,
+        CeilingIo::Uring => IoMode::Uring,
+        CeilingIo::Epoll => IoMode::Epoll,
     };
-    let config = tracer::server::Config {
-        listen: "127.0.0.1:0".parse()?,
-        threads: args
-            .ceiling_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        io,
-        max_hits: 32,
-        max_line: 64 * 1024,
-        max_connections: 1 << 20,
-        idle_timeout: None,
-        allow: Vec::new(),
-        log_requests: false,
-        watch: false,
-        metrics: None,
-        bare: true,
-    };
-    let server = tracer::server::Server::start(config, tracer::commands::Sources::default())?;
+    if let Some(n) = args.ceiling_threads {
+        config.threads = n;
+    }
+    config.max_connections = 1 << 20;
+    config.bare = true;
+    let server = Server::start(config, tracer::engine::Sources::default())?;
     let mut p = plan.clone();
     p.addr = server.local_addr();
     p.bare = true;

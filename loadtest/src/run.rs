@@ -21,10 +21,10 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use tracer::protocol::cybertrace::{Answer, AnswerSplitter, FINISHED, PREAMBLE};
+
 use crate::check::{check, ErrorKind};
 use crate::workload::{Sent, Workload};
-
-const PREAMBLE: &[u8] = b"X-KF-ReplyBackX-KF-SendFinishedEvent";
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
@@ -410,10 +410,8 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
     };
 
     // Reader: split the stream into answers and check each.
-    let mut data: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut answers = AnswerSplitter::default();
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut lines: Vec<(usize, usize)> = Vec::new();
-    let mut answer_start = 0;
     loop {
         let outstanding = !queue.borrow().is_empty();
         if !outstanding && (Instant::now() >= conn.stop_at || writer.is_finished()) {
@@ -442,42 +440,22 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
             }
             Ok(Ok(n)) => n,
         };
-        let base = data.len();
-        data.extend_from_slice(&chunk[..n]);
-        // Resume where the last read stopped: the unfinished line began at
-        // `line_start`, and it holds no LF before `base`.
-        let mut line_start = lines.last().map_or(answer_start, |l| l.1 + 1);
-        let mut pos = base.max(line_start);
-        while let Some(off) = data[pos..].iter().position(|&b| b == b'\n') {
-            let end = pos + off;
-            if &data[line_start..end] == b"LookupFinished" {
-                let p = queue.borrow_mut().pop_front();
-                let slices: Vec<&[u8]> = lines.iter().map(|&(s, e)| &data[s..e]).collect();
-                match p {
-                    Some(p) => conn.record(&p, &slices),
-                    None => {
-                        let mut t = conn.tally.borrow_mut();
-                        t.error(ErrorKind::Malformed, || "an answer to no request".into());
-                    }
+        answers.push(&chunk[..n]);
+        answers.drain(|answer| {
+            let p = queue.borrow_mut().pop_front();
+            match (p, answer) {
+                (Some(p), Answer::Lookup(lines)) => conn.record(&p, &lines),
+                (None, _) => {
+                    let mut t = conn.tally.borrow_mut();
+                    t.error(ErrorKind::Malformed, || "an answer to no request".into());
                 }
-                lines.clear();
-                answered.notify_one();
-                answer_start = end + 1;
-            } else {
-                lines.push((line_start, end));
+                (Some(_), Answer::Pong) => {
+                    let mut t = conn.tally.borrow_mut();
+                    t.error(ErrorKind::Malformed, || "PONG to a lookup".into());
+                }
             }
-            line_start = end + 1;
-            pos = end + 1;
-        }
-        // Drop what has been answered; keep the unfinished answer at the front.
-        if answer_start > 0 {
-            data.drain(..answer_start);
-            for l in &mut lines {
-                l.0 -= answer_start;
-                l.1 -= answer_start;
-            }
-            answer_start = 0;
-        }
+            answered.notify_one();
+        });
     }
     done.set(true);
     answered.notify_one();
@@ -513,19 +491,15 @@ async fn reconnecting(conn: Rc<Conn>, seed: u64) {
         }
         .await;
         match result {
-            Ok(got) => {
-                let text = got.strip_suffix(b"LookupFinished\n");
-                match text {
-                    Some(body) => {
-                        let lines: Vec<&[u8]> = body
-                            .split(|&b| b == b'\n')
-                            .filter(|l| !l.is_empty())
-                            .collect();
-                        conn.record(&pending, &lines);
-                    }
-                    None => conn.fail(ErrorKind::Malformed, 1, "answer without LookupFinished"),
-                }
+            Ok(got) if got.ends_with(FINISHED) => {
+                let mut answers = AnswerSplitter::default();
+                answers.push(&got);
+                answers.drain(|answer| match answer {
+                    Answer::Lookup(lines) => conn.record(&pending, &lines),
+                    Answer::Pong => conn.fail(ErrorKind::Malformed, 1, "PONG to a lookup"),
+                });
             }
+            Ok(_) => conn.fail(ErrorKind::Malformed, 1, "answer without LookupFinished"),
             Err(e) => conn.fail(ErrorKind::Dropped, 1, &e.to_string()),
         }
     }

@@ -6,26 +6,15 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Command;
 
-use tracer::cli::IoMode;
-use tracer::commands::Sources;
-use tracer::server::{Config, Server};
+use tracer::engine::Sources;
+use tracer::serve::{Config, IoMode, Server};
 
 fn demo_server(io: IoMode) -> Server {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
-    let config = Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        threads: 2,
-        io,
-        max_hits: 32,
-        max_line: 64 * 1024,
-        max_connections: 10_000,
-        idle_timeout: None,
-        allow: Vec::new(),
-        log_requests: false,
-        watch: false,
-        metrics: None,
-        bare: false,
-    };
+    let mut config = Config::new("127.0.0.1:0".parse().expect("addr"));
+    config.threads = 2;
+    config.io = io;
+    config.max_connections = 10_000;
     Server::start(config, Sources::demo(&fixtures)).expect("server starts")
 }
 

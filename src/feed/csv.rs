@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use super::{context, deliver, FeedError, Location, Sink, Skip};
+use super::{deliver, FeedError, Fields, Location, Sink, Skip};
 
 pub(super) fn read<R: BufRead>(
     path: &Path,
@@ -44,7 +44,7 @@ pub(super) fn read<R: BufRead>(
         })?;
 
     let mut row = ::csv::ByteRecord::new();
-    let mut ctx = Vec::new();
+    let mut fields = Fields::default();
     let mut values = Vec::new();
     loop {
         let line = csv.position().line() + 1;
@@ -73,16 +73,16 @@ pub(super) fn read<R: BufRead>(
             })?;
             continue;
         }
-        ctx.clear();
+        fields.clear();
         for (h, v) in headers.iter().zip(row.iter()) {
-            context::push_pair(&mut ctx, h.trim_ascii(), v);
+            fields.push(h.trim_ascii(), v);
         }
         values.clear();
         let v = String::from_utf8_lossy(row[key_col].trim_ascii());
         if !v.is_empty() {
             values.push(v.into_owned());
         }
-        deliver(path, sink, location, &ctx, &values)?;
+        deliver(path, sink, location, &fields, &values)?;
     }
 }
 

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::{context, deliver, FeedError, Location, Sink, Skip};
+use super::{deliver, fields, FeedError, Fields, Location, Sink, Skip};
 
 /// Counts newlines as serde_json pulls bytes, so records can be reported by line.
 struct LineCounter<R> {
@@ -39,22 +39,21 @@ struct Walk<'a> {
     found: bool,
     /// A sink error stops the walk; serde only carries strings, so it waits here.
     abort: Option<FeedError>,
-    context: Vec<u8>,
+    fields: Fields,
     values: Vec<String>,
 }
 
 impl Walk<'_> {
     fn record(&mut self, value: &Value) -> Result<(), String> {
         self.index += 1;
-        self.context.clear();
         self.values.clear();
-        context::render_json(&mut self.context, value);
-        context::values_at(value, self.key, &mut self.values);
+        fields::flatten_json(&mut self.fields, value);
+        fields::values_at(value, self.key, &mut self.values);
         let location = Location::Record {
             index: self.index,
             line: self.line.get(),
         };
-        deliver(self.path, self.sink, location, &self.context, &self.values).map_err(|e| {
+        deliver(self.path, self.sink, location, &self.fields, &self.values).map_err(|e| {
             let msg = e.to_string();
             self.abort = Some(e);
             msg
@@ -85,7 +84,7 @@ pub(super) fn read_document<R: Read>(
         index: 0,
         found: false,
         abort: None,
-        context: Vec::new(),
+        fields: Fields::default(),
         values: Vec::new(),
     };
     let mut de = serde_json::Deserializer::from_reader(counted);
@@ -191,7 +190,7 @@ pub(super) fn read_lines<R: BufRead>(
 ) -> Result<(), FeedError> {
     let mut buf = Vec::new();
     let mut line_no = 0u64;
-    let mut context = Vec::new();
+    let mut record = Fields::default();
     let mut values = Vec::new();
     loop {
         buf.clear();
@@ -212,11 +211,10 @@ pub(super) fn read_lines<R: BufRead>(
         let location = Location::Line(line_no);
         match serde_json::from_slice::<Value>(line) {
             Ok(v) => {
-                context.clear();
                 values.clear();
-                context::render_json(&mut context, &v);
-                context::values_at(&v, key, &mut values);
-                deliver(path, sink, location, &context, &values)?;
+                fields::flatten_json(&mut record, &v);
+                fields::values_at(&v, key, &mut values);
+                deliver(path, sink, location, &record, &values)?;
             }
             Err(e) => sink.skip(Skip {
                 file: path.to_path_buf(),

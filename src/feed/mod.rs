@@ -3,22 +3,25 @@
 //!
 //! A reader never holds the whole feed: JSON is walked with a serde seed that hands
 //! over one record at a time, CSV and text are read row by row. Each record arrives
-//! with its answer context already rendered (see [`context`]) and the indicator values
-//! found under the key field; kinds and normalization are the compiler's business.
+//! with its fields flattened (see [`fields`]) and the indicator values found under the
+//! key field; kinds, normalization and how the fields are encoded in answers are the
+//! compiler's business. Readers only read files: no network, no command line.
 //!
 //! Bad rows are skipped with a [`Skip`] naming file, line or record number and reason,
 //! so an operator can find them; `--strict` turns the first skip into an error.
 
-pub mod context;
 mod csv;
+pub mod fields;
 mod json;
 mod text;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use fields::Fields;
+
 /// Feed file format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Json,
     Ndjson,
@@ -26,7 +29,28 @@ pub enum Format {
     Text,
 }
 
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown feed format `{s}` (json, ndjson, csv, text)"))
+    }
+}
+
 impl Format {
+    pub const ALL: [Format; 4] = [Format::Json, Format::Ndjson, Format::Csv, Format::Text];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Ndjson => "ndjson",
+            Format::Csv => "csv",
+            Format::Text => "text",
+        }
+    }
+
     /// Guess from the extension, then from the first non-blank byte.
     pub fn detect(path: &Path) -> Result<Format, FeedError> {
         let ext = path
@@ -71,11 +95,11 @@ impl fmt::Display for Location {
     }
 }
 
-/// One record as read: its rendered context (`k1=v1|k2=v2`) and the raw values of its
-/// key field (several when the field is an array).
+/// One record as read: its flattened fields and the raw values of its key field
+/// (several when the field is an array).
 pub struct RawRecord<'a> {
     pub location: Location,
-    pub context: &'a [u8],
+    pub fields: &'a Fields,
     pub values: &'a [String],
 }
 
@@ -172,7 +196,7 @@ fn deliver(
     path: &Path,
     sink: &mut dyn Sink,
     location: Location,
-    context: &[u8],
+    fields: &Fields,
     values: &[String],
 ) -> Result<(), FeedError> {
     let verdict = if values.is_empty() {
@@ -180,7 +204,7 @@ fn deliver(
     } else {
         sink.record(RawRecord {
             location,
-            context,
+            fields,
             values,
         })?
     };
@@ -207,11 +231,20 @@ mod tests {
 
     impl Sink for Collect {
         fn record(&mut self, r: RawRecord<'_>) -> Result<Option<String>, FeedError> {
-            self.records.push((
-                r.location,
-                String::from_utf8_lossy(r.context).into_owned(),
-                r.values.to_vec(),
-            ));
+            // Fields shown as `k=v` joined by `|`, unescaped: the readers' output as is.
+            let shown: Vec<String> = r
+                .fields
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        String::from_utf8_lossy(k),
+                        String::from_utf8_lossy(v)
+                    )
+                })
+                .collect();
+            self.records
+                .push((r.location, shown.join("|"), r.values.to_vec()));
             Ok(None)
         }
         fn skip(&mut self, skip: Skip) -> Result<(), FeedError> {
@@ -250,7 +283,7 @@ mod tests {
         assert_eq!(*loc, Location::Record { index: 1, line: 2 });
         assert_eq!(
             ctx,
-            "mask=*.evil.com/*|whois.country=US|whois.org=X%7CY|tags=a,b|files[0].MD5=aa|files[1].MD5=bb|n=3|ok=true|none="
+            "mask=*.evil.com/*|whois.country=US|whois.org=X|Y|tags=a,b|files[0].MD5=aa|files[1].MD5=bb|n=3|ok=true|none="
         );
         assert_eq!(vals, &vec!["*.evil.com/*".to_string()]);
     }

@@ -1,11 +1,11 @@
 //! Plain-text feeds: one indicator per line, `#` starts a comment line. The line is
-//! the whole record; its context is `<key>=<line>`, with `<key>` the `-k` name (or
+//! the whole record; its one field is `<key>=<line>`, with `<key>` the `-k` name (or
 //! `indicator`), so the answer still shows what matched.
 
 use std::io::BufRead;
 use std::path::Path;
 
-use super::{context, deliver, FeedError, Location, Sink};
+use super::{deliver, FeedError, Fields, Location, Sink};
 
 pub(super) fn read<R: BufRead>(
     path: &Path,
@@ -15,7 +15,7 @@ pub(super) fn read<R: BufRead>(
 ) -> Result<(), FeedError> {
     let name = if key.is_empty() { "indicator" } else { key };
     let mut buf = Vec::new();
-    let mut ctx = Vec::new();
+    let mut fields = Fields::default();
     let mut values = vec![String::new()];
     let mut line_no = 0u64;
     loop {
@@ -34,9 +34,9 @@ pub(super) fn read<R: BufRead>(
         if line.is_empty() || line[0] == b'#' {
             continue;
         }
-        ctx.clear();
-        context::push_pair(&mut ctx, name.as_bytes(), line);
+        fields.clear();
+        fields.push(name.as_bytes(), line);
         values[0] = String::from_utf8_lossy(line).into_owned();
-        deliver(path, sink, Location::Line(line_no), &ctx, &values)?;
+        deliver(path, sink, Location::Line(line_no), &fields, &values)?;
     }
 }

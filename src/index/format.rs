@@ -142,12 +142,108 @@ pub enum IndexError {
     },
     #[error("{}: corrupted: {what} checksum mismatch", file.display())]
     Checksum { file: PathBuf, what: String },
-    #[error("{}: corrupted: {section}: {reason}", file.display())]
+    #[error("{}: corrupted: {section}: {source}", file.display())]
     Corrupt {
         file: PathBuf,
         section: &'static str,
-        reason: String,
+        source: SectionError,
     },
+}
+
+/// Why one section's bytes cannot be used. Section parsers return these; [`IndexError`]
+/// adds the file and the section name.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SectionError {
+    #[error("section missing")]
+    Missing,
+    #[error("{what} needs {needed} bytes, the section has {len}")]
+    Short {
+        what: &'static str,
+        needed: u64,
+        len: u64,
+    },
+    #[error("{what} is {found}, expected {expected}")]
+    Mismatch {
+        what: &'static str,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{what} {value} is out of range (at most {limit})")]
+    OutOfRange {
+        what: &'static str,
+        value: u64,
+        limit: u64,
+    },
+    #[error("{what} is not {requirement}")]
+    Malformed {
+        what: &'static str,
+        requirement: &'static str,
+    },
+    /// rkyv's validation, fst's or regex-automata's own parser refused the bytes.
+    #[error("{what}: {reason}")]
+    Rejected { what: &'static str, reason: String },
+}
+
+impl SectionError {
+    pub fn rejected(what: &'static str, reason: impl std::fmt::Display) -> SectionError {
+        SectionError::Rejected {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Little-endian integers: the one place the file's byte order is spelled out. Reads
+/// return `None` past the end, so a damaged length can never index out of bounds.
+pub mod le {
+    #[inline]
+    pub fn u32(b: &[u8], at: usize) -> Option<u32> {
+        let bytes = b.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?))
+    }
+
+    #[inline]
+    pub fn u64(b: &[u8], at: usize) -> Option<u64> {
+        let bytes = b.get(at..at.checked_add(8)?)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    }
+
+    /// A read the caller has already bounds-checked (at open); 0 if it ever was not.
+    #[inline]
+    pub fn u32_or_zero(b: &[u8], at: usize) -> u32 {
+        u32(b, at).unwrap_or(0)
+    }
+
+    pub fn put_u32(out: &mut Vec<u8>, v: u32) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn put_u64(out: &mut Vec<u8>, v: u64) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// The low `width` bytes of `v` (an address of 4 or 16 bytes).
+    pub fn put_uint(out: &mut Vec<u8>, v: u128, width: usize) {
+        out.extend_from_slice(&v.to_le_bytes()[..width]);
+    }
+
+    /// An unsigned integer of `width` (≤ 16) bytes at `at`.
+    #[inline]
+    pub fn uint(b: &[u8], at: usize, width: usize) -> Option<u128> {
+        let bytes = b.get(at..at.checked_add(width)?)?;
+        let mut n = [0u8; 16];
+        n.get_mut(..width)?.copy_from_slice(bytes);
+        Some(u128::from_le_bytes(n))
+    }
+
+    pub fn set_u64(out: &mut [u8], at: usize, v: u64) {
+        out[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// Overwrite 4 bytes at `at` (a field filled in after its contents are known).
+    pub fn set_u32(out: &mut [u8], at: usize, v: u32) {
+        out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
 }
 
 /// The parsed header: where each section lies.
@@ -167,16 +263,13 @@ impl Header {
     }
 }
 
+/// Header fields: `check` has verified the fixed header is there before reading them.
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    x.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(x)
+    le::u32_or_zero(b, at)
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
+    le::u64(b, at).unwrap_or(0)
 }
 
 /// Check everything the header promises. `bytes` is the whole file.
@@ -215,7 +308,11 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
         return Err(IndexError::Corrupt {
             file: file_buf(),
             section: "header",
-            reason: format!("header length {header_len} does not fit {count} sections"),
+            source: SectionError::Mismatch {
+                what: "header length",
+                expected: (FIXED + count * ENTRY) as u64,
+                found: header_len as u64,
+            },
         });
     }
     if bytes.len() < header_len {
@@ -237,7 +334,11 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
         return Err(IndexError::Corrupt {
             file: file_buf(),
             section: "file",
-            reason: format!("{} bytes of trailing garbage", len - file_len),
+            source: SectionError::Mismatch {
+                what: "file length",
+                expected: file_len,
+                found: len,
+            },
         });
     }
     let payload_end = u64_at(bytes, 48);
@@ -246,7 +347,11 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
         return Err(IndexError::Corrupt {
             file: file_buf(),
             section: "header",
-            reason: format!("payload end {payload_end} does not fit a file of {file_len} bytes"),
+            source: SectionError::OutOfRange {
+                what: "payload end",
+                value: payload_end,
+                limit: file_len,
+            },
         });
     }
     let payload_end = payload_end as usize;
@@ -264,7 +369,11 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
         let id = SectionId::from_u32(raw_id).ok_or_else(|| IndexError::Corrupt {
             file: file_buf(),
             section: "section table",
-            reason: format!("unknown section id {raw_id}"),
+            source: SectionError::OutOfRange {
+                what: "section id",
+                value: raw_id as u64,
+                limit: SectionId::ALL.len() as u64,
+            },
         })?;
         let off = u64_at(bytes, at + 8);
         let slen = u64_at(bytes, at + 16);
@@ -278,7 +387,10 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
             return Err(IndexError::Corrupt {
                 file: file_buf(),
                 section: id.name(),
-                reason: format!("offset {off} is not {ALIGN}-byte aligned"),
+                source: SectionError::Malformed {
+                    what: "section offset",
+                    requirement: "16-byte aligned",
+                },
             });
         }
         sections.push((id, off as usize..end as usize));
@@ -331,6 +443,22 @@ fn first_bad_chunk(payload: &[u8], trailer: &[u8]) -> Option<usize> {
             .filter_map(|(t, h)| h.join().unwrap_or(Some(t)))
             .min()
     })
+}
+
+/// A serialized section: rkyv's output keeps its aligned buffer rather than being
+/// copied (the records section alone can be most of the index).
+pub enum Section {
+    Plain(Vec<u8>),
+    Aligned(rkyv::util::AlignedVec),
+}
+
+impl AsRef<[u8]> for Section {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Section::Plain(v) => v,
+            Section::Aligned(v) => v,
+        }
+    }
 }
 
 /// Checksums of consecutive CHUNK-sized pieces of a byte stream.

@@ -14,8 +14,9 @@
 //! rows × (network, width bytes LE; posting ref u32 LE)
 //! ```
 
-use std::collections::BTreeMap;
+use std::ops::Range;
 
+use super::format::{le, SectionError};
 use super::postings;
 
 /// Build a table of `width` (4 or 16) bytes from (prefix len, network, record id).
@@ -24,109 +25,167 @@ pub fn build(
     entries: Vec<(u8, u128, u32)>,
     postings: &mut postings::Builder,
 ) -> Vec<u8> {
-    let mut groups: BTreeMap<u8, BTreeMap<u128, Vec<u32>>> = BTreeMap::new();
-    for (len, net, id) in entries {
-        groups
-            .entry(len)
-            .or_default()
-            .entry(net)
-            .or_default()
-            .push(id);
-    }
-    let mut out = Vec::new();
-    out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(width as u32).to_le_bytes());
-    let mut row = 0u32;
-    for (len, nets) in &groups {
-        out.extend_from_slice(&(*len as u32).to_le_bytes());
-        out.extend_from_slice(&row.to_le_bytes());
-        out.extend_from_slice(&(nets.len() as u32).to_le_bytes());
-        row += nets.len() as u32;
-    }
-    for nets in groups.into_values() {
-        for (net, mut ids) in nets {
-            ids.sort_unstable();
-            ids.dedup();
-            out.extend_from_slice(&net.to_le_bytes()[..width]);
-            out.extend_from_slice(&postings.add(&ids).to_le_bytes());
+    // Sorting by (prefix len, network) groups the blocks by length, networks ascending.
+    let rows = postings.group(
+        entries
+            .into_iter()
+            .map(|(len, net, id)| ((len, net), id))
+            .collect(),
+    );
+    let mut groups: Vec<(u8, u32, u32)> = Vec::new();
+    for (i, ((len, _), _)) in rows.iter().enumerate() {
+        match groups.last_mut() {
+            Some(g) if g.0 == *len => g.2 += 1,
+            _ => groups.push((*len, i as u32, 1)),
         }
     }
+    let mut out = Vec::new();
+    le::put_u32(&mut out, groups.len() as u32);
+    le::put_u32(&mut out, width as u32);
+    for (len, first, count) in &groups {
+        le::put_u32(&mut out, *len as u32);
+        le::put_u32(&mut out, *first);
+        le::put_u32(&mut out, *count);
+    }
+    for ((_, net), posting) in rows {
+        le::put_uint(&mut out, net, width);
+        le::put_u32(&mut out, posting);
+    }
     out
+}
+
+/// One prefix length's rows.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    len: u32,
+    first: usize,
+    rows: usize,
+}
+
+/// A checked table: its groups parsed once, at open.
+#[derive(Clone, Debug, Default)]
+pub struct Layout {
+    width: usize,
+    groups: Vec<Group>,
+    rows: Range<usize>,
+}
+
+impl Layout {
+    pub fn check(
+        bytes: &[u8],
+        section: Range<usize>,
+        width: usize,
+    ) -> Result<Layout, SectionError> {
+        let s = &bytes[section.clone()];
+        if s.is_empty() {
+            return Ok(Layout {
+                width,
+                ..Layout::default()
+            });
+        }
+        let short = |needed: usize| SectionError::Short {
+            what: "IP table",
+            needed: needed as u64,
+            len: s.len() as u64,
+        };
+        let n = le::u32(s, 0).ok_or(short(8))? as usize;
+        let w = le::u32(s, 4).ok_or(short(8))? as usize;
+        if w != width {
+            return Err(SectionError::Mismatch {
+                what: "address width",
+                expected: width as u64,
+                found: w as u64,
+            });
+        }
+        if n > 129 {
+            return Err(SectionError::OutOfRange {
+                what: "prefix groups",
+                value: n as u64,
+                limit: 129,
+            });
+        }
+        let rows_at = 8 + n * 12;
+        let mut groups = Vec::with_capacity(n);
+        let mut total = 0usize;
+        for g in 0..n {
+            let at = 8 + g * 12;
+            let len = le::u32(s, at).ok_or(short(rows_at))?;
+            let first = le::u32(s, at + 4).ok_or(short(rows_at))? as usize;
+            let rows = le::u32(s, at + 8).ok_or(short(rows_at))? as usize;
+            if len > (width * 8) as u32 {
+                return Err(SectionError::OutOfRange {
+                    what: "prefix length",
+                    value: len as u64,
+                    limit: (width * 8) as u64,
+                });
+            }
+            if first != total {
+                return Err(SectionError::Mismatch {
+                    what: "group start row",
+                    expected: total as u64,
+                    found: first as u64,
+                });
+            }
+            total += rows;
+            groups.push(Group { len, first, rows });
+        }
+        let expected = rows_at as u64 + total as u64 * (width as u64 + 4);
+        if s.len() as u64 != expected {
+            return Err(SectionError::Mismatch {
+                what: "IP table length",
+                expected,
+                found: s.len() as u64,
+            });
+        }
+        Ok(Layout {
+            width,
+            groups,
+            rows: section.start + rows_at..section.end,
+        })
+    }
+
+    #[inline]
+    pub fn view<'a>(&'a self, bytes: &'a [u8]) -> Table<'a> {
+        Table {
+            width: self.width,
+            groups: &self.groups,
+            rows: bytes.get(self.rows.clone()).unwrap_or(&[]),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len() / (self.width + 4)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
 }
 
 #[derive(Clone, Copy)]
 pub struct Table<'a> {
     width: usize,
-    groups: &'a [u8],
+    groups: &'a [Group],
     rows: &'a [u8],
 }
 
-impl<'a> Table<'a> {
-    /// Parse and fully check a table (once, when the index is opened).
-    pub fn open(section: &'a [u8], width: usize) -> Result<Table<'a>, String> {
-        let t = Table::view(section, width)?;
-        let total: usize = (0..t.groups.len() / 12).map(|g| t.group(g).2).sum();
-        if t.rows.len() != total * (width + 4) {
-            return Err(format!("{} row bytes for {total} rows", t.rows.len()));
-        }
-        Ok(t)
-    }
-
-    /// Parse the header only: what a lookup needs, in O(1), on a table that `open`
-    /// has already checked. Row reads stay bounds-checked regardless.
-    pub fn view(section: &'a [u8], width: usize) -> Result<Table<'a>, String> {
-        if section.is_empty() {
-            return Ok(Table {
-                width,
-                groups: &[],
-                rows: &[],
-            });
-        }
-        let head = section.get(..8).ok_or("header missing")?;
-        let n = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let w = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-        if w != width || n > 129 {
-            return Err(format!(
-                "width {w}, {n} prefix groups: not a {width}-byte table"
-            ));
-        }
-        let groups = section
-            .get(8..8 + n * 12)
-            .ok_or("group directory truncated")?;
-        let rows = &section[8 + n * 12..];
-        Ok(Table {
-            width,
-            groups,
-            rows,
-        })
-    }
-
-    fn group(&self, g: usize) -> (u32, usize, usize) {
-        let b = &self.groups[g * 12..g * 12 + 12];
-        let f = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        (f(0), f(4) as usize, f(8) as usize)
-    }
-
+impl Table<'_> {
     fn net(&self, row: usize) -> Option<(u128, u32)> {
-        let stride = self.width + 4;
-        let r = self.rows.get(row * stride..(row + 1) * stride)?;
-        let mut n = [0u8; 16];
-        n[..self.width].copy_from_slice(&r[..self.width]);
-        let p = &r[self.width..];
+        let at = row * (self.width + 4);
         Some((
-            u128::from_le_bytes(n),
-            u32::from_le_bytes([p[0], p[1], p[2], p[3]]),
+            le::uint(self.rows, at, self.width)?,
+            le::u32(self.rows, at + self.width)?,
         ))
     }
 
     /// Call `f` with the posting ref of every block holding `addr`.
+    #[inline]
     pub fn lookup(&self, addr: u128, mut f: impl FnMut(u32)) {
         let bits = (self.width * 8) as u32;
-        for g in 0..self.groups.len() / 12 {
-            let (len, first, count) = self.group(g);
-            let host = bits.saturating_sub(len);
+        for g in self.groups {
+            let host = bits.saturating_sub(g.len);
             let masked = if host >= 128 { 0 } else { addr >> host << host };
-            let (mut lo, mut hi) = (first, first + count);
+            let (mut lo, mut hi) = (g.first, g.first + g.rows);
             while lo < hi {
                 let mid = (lo + hi) / 2;
                 let Some((net, posting)) = self.net(mid) else {
@@ -142,14 +201,6 @@ impl<'a> Table<'a> {
                 }
             }
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows.len() / (self.width + 4)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
     }
 }
 
@@ -169,7 +220,8 @@ mod tests {
         ];
         let bytes = build(4, entries, &mut p);
         let post = p.into_bytes();
-        let t = Table::open(&bytes, 4).expect("valid");
+        let layout = Layout::check(&bytes, 0..bytes.len(), 4).expect("valid");
+        let t = layout.view(&bytes);
         let mut got = Vec::new();
         t.lookup(0x0a01_0203, |r| {
             postings::Postings(&post).for_each(r, |id| got.push(id));
@@ -179,5 +231,6 @@ mod tests {
         got.clear();
         t.lookup(0x0b00_0000, |r| got.push(r));
         assert_eq!(got, vec![5]);
+        assert!(Layout::check(&bytes, 0..bytes.len() - 2, 4).is_err());
     }
 }

@@ -33,12 +33,16 @@
 //! so the fsts and the DFA are only filters and cannot disagree with it.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use fst::raw::Output;
 use regex_automata::dfa::{dense, Automaton, OverlappingState};
 use regex_automata::{Anchored, Input, MatchKind};
 
+use super::format::{le, SectionError, SectionId};
+use super::hashtab::{self, Tag};
 use super::postings::{self, Postings};
+use super::storage::Bytes;
 
 /// Split a normalized URL or mask into (host part, rest).
 pub fn split_host(s: &[u8]) -> (&[u8], &[u8]) {
@@ -112,11 +116,6 @@ pub fn anchor(mask: &[u8]) -> Anchor<'_> {
     }
 }
 
-/// Hashed-table key of a host bucket.
-pub const HOST_TAG: u8 = b'h';
-/// Hashed-table key of a subdomain bucket.
-pub const SUBDOMAIN_TAG: u8 = b's';
-
 /// The regex for a mask, with the same semantics as [`matches`]. Every literal byte is
 /// written as `\xHH` so no mask byte is read as regex syntax.
 pub fn to_regex(mask: &[u8]) -> String {
@@ -163,8 +162,8 @@ pub fn build_dfa(
 /// The serialized mask sections, produced at compile time.
 pub struct Built {
     pub table: Vec<u8>,
-    /// Bucket keys (`h` + host, `s` + domain) and their mask lists, for the index's
-    /// hashed table.
+    /// Bucket keys ([`Tag::MaskHost`] + host, [`Tag::MaskSubdomain`] + domain) and
+    /// their mask lists, for the index's hashed table.
     pub buckets: Vec<(Box<[u8]>, u32)>,
     pub prefix_fst: Vec<u8>,
     pub suffix_fst: Vec<u8>,
@@ -173,53 +172,33 @@ pub struct Built {
 }
 
 const TABLE_HEAD: usize = 16;
-
-fn tagged(tag: u8, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(tag);
-    k.extend_from_slice(key);
-    k
-}
+const ROW: usize = 16;
 
 /// Compile-time side: `entries` are (normalized mask, record id) pairs in any order.
 pub fn build(
-    mut entries: Vec<(Box<[u8]>, u32)>,
+    entries: Vec<(Box<[u8]>, u32)>,
     postings: &mut postings::Builder,
 ) -> Result<Built, String> {
-    entries.sort_unstable();
-    entries.dedup();
     // Mask table: one row per distinct mask, text appended after the rows.
-    let mut masks: Vec<(&[u8], u32)> = Vec::new();
-    let mut i = 0;
-    let mut ids = Vec::new();
-    while i < entries.len() {
-        let mask = &entries[i].0;
-        ids.clear();
-        while i < entries.len() && entries[i].0 == *mask {
-            ids.push(entries[i].1);
-            i += 1;
-        }
-        masks.push((mask, postings.add(&ids)));
-    }
-    let rows = 16 * masks.len();
-    let mut table = Vec::with_capacity(TABLE_HEAD + rows);
-    table.extend_from_slice(&(masks.len() as u64).to_le_bytes());
+    let masks = postings.group(entries);
+    let mut table = Vec::with_capacity(TABLE_HEAD + ROW * masks.len());
+    le::put_u64(&mut table, masks.len() as u64);
     // Bucket counts, filled in below: lookups skip the kinds of bucket that are empty.
     table.extend_from_slice(&[0u8; 8]);
     let mut text = Vec::new();
     for (mask, posting) in &masks {
         let off = u32::try_from(text.len()).map_err(|_| "mask text exceeds 4 GiB")?;
-        table.extend_from_slice(&off.to_le_bytes());
-        table.extend_from_slice(&(mask.len() as u32).to_le_bytes());
-        table.extend_from_slice(&posting.to_le_bytes());
-        table.extend_from_slice(&0u32.to_le_bytes());
+        le::put_u32(&mut table, off);
+        le::put_u32(&mut table, mask.len() as u32);
+        le::put_u32(&mut table, *posting);
+        le::put_u32(&mut table, 0);
         text.extend_from_slice(mask);
     }
     table.extend_from_slice(&text);
 
     let mut prefixes: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     let mut suffixes: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
-    let mut buckets: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+    let mut buckets: BTreeMap<Box<[u8]>, Vec<u32>> = BTreeMap::new();
     let mut dfa_ids = Vec::new();
     let (mut hosts, mut subdomains) = (0u32, 0u32);
     for (id, (mask, _)) in masks.iter().enumerate() {
@@ -227,12 +206,15 @@ pub fn build(
         match anchor(mask) {
             Anchor::Host(h) => {
                 hosts += 1;
-                buckets.entry(tagged(HOST_TAG, h)).or_default().push(id);
+                buckets
+                    .entry(hashtab::key(Tag::MaskHost, h))
+                    .or_default()
+                    .push(id);
             }
             Anchor::Subdomain(d) => {
                 subdomains += 1;
                 buckets
-                    .entry(tagged(SUBDOMAIN_TAG, d))
+                    .entry(hashtab::key(Tag::MaskSubdomain, d))
                     .or_default()
                     .push(id);
             }
@@ -252,22 +234,22 @@ pub fn build(
         }
         b.into_inner().map_err(|e| e.to_string())
     };
-    table[8..12].copy_from_slice(&hosts.to_le_bytes());
-    table[12..16].copy_from_slice(&subdomains.to_le_bytes());
+    le::set_u32(&mut table, 8, hosts);
+    le::set_u32(&mut table, 12, subdomains);
     let buckets = buckets
         .into_iter()
-        .map(|(k, ids)| (k.into_boxed_slice(), postings.add(&ids)))
+        .map(|(k, ids)| (k, postings.add(&ids)))
         .collect();
     let prefix_fst = fst_of(prefixes, postings)?;
     let suffix_fst = fst_of(suffixes, postings)?;
 
     let mut dfa = Vec::new();
-    dfa.extend_from_slice(&(dfa_ids.len() as u32).to_le_bytes());
+    le::put_u32(&mut dfa, dfa_ids.len() as u32);
     for id in &dfa_ids {
-        dfa.extend_from_slice(&id.to_le_bytes());
+        le::put_u32(&mut dfa, *id);
     }
     if !dfa_ids.is_empty() {
-        let texts: Vec<&[u8]> = dfa_ids.iter().map(|&id| masks[id as usize].0).collect();
+        let texts: Vec<&[u8]> = dfa_ids.iter().map(|&id| &*masks[id as usize].0).collect();
         let built = build_dfa(&texts, Some(256 << 20))
             .map_err(|e| format!("{} unanchored masks: {e}", texts.len()))?;
         // The DFA bytes start 16-aligned inside a 16-aligned section.
@@ -287,123 +269,206 @@ pub fn build(
     })
 }
 
-/// Read side, borrowing the mapped sections.
-pub struct Matcher<'a, D> {
-    pub table: &'a [u8],
-    /// The index's hashed table, holding the host and subdomain buckets.
-    pub buckets: super::hashtab::Table<'a>,
-    pub prefix: &'a fst::raw::Fst<D>,
-    pub suffix: &'a fst::raw::Fst<D>,
-    pub dfa_ids: &'a [u8],
-    pub dfa: Option<&'a dense::DFA<Vec<u32>>>,
+/// The mask sections of an opened index, checked once: the table's header and row
+/// bounds, both fsts, and the DFA (copied into owned memory: it holds only the few
+/// masks nothing else can anchor).
+pub struct Masks {
+    count: usize,
+    host_buckets: u32,
+    subdomain_buckets: u32,
+    rows: Range<usize>,
+    text: Range<usize>,
+    prefix: fst::raw::Fst<Bytes>,
+    suffix: fst::raw::Fst<Bytes>,
+    dfa_ids: Range<usize>,
+    dfa: Option<dense::DFA<Vec<u32>>>,
 }
 
-/// The DFA section, parsed: where the pattern→mask ids lie, and the DFA.
-pub type OpenedDfa = (std::ops::Range<usize>, Option<dense::DFA<Vec<u32>>>);
-
-/// Parse the DFA section: the pattern→mask ids, and the DFA itself (copied once into
-/// owned memory so the index need not borrow it; it holds only unanchored masks).
-pub fn open_dfa(section: &[u8]) -> Result<OpenedDfa, String> {
-    let n = section
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or("missing pattern count")?;
-    let ids_end = 4 + n * 4;
-    if section.len() < ids_end {
-        return Err(format!("{n} pattern ids do not fit"));
-    }
-    if n == 0 {
-        return Ok((4..4, None));
-    }
-    let start = ids_end.div_ceil(16) * 16;
-    let bytes = section.get(start..).ok_or("DFA bytes missing")?;
-    let (dfa, _) = dense::DFA::from_bytes(bytes).map_err(|e| e.to_string())?;
-    if dfa.pattern_len() != n {
-        return Err(format!(
-            "DFA has {} patterns, table has {n}",
-            dfa.pattern_len()
-        ));
-    }
-    Ok((4..ids_end, Some(dfa.to_owned())))
-}
-
-impl<D: AsRef<[u8]>> Matcher<'_, D> {
-    fn header_u32(&self, at: usize) -> u32 {
-        self.table
-            .get(at..at + 4)
-            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+impl Masks {
+    /// Check the mask table, the two fsts and the DFA section. An error names the
+    /// section it was found in.
+    pub fn open(
+        table: Bytes,
+        prefix: Bytes,
+        suffix: Bytes,
+        dfa: Bytes,
+    ) -> Result<Masks, (SectionId, SectionError)> {
+        let in_table = |e| (SectionId::Masks, e);
+        let (count, host_buckets, subdomain_buckets, rows, text) =
+            table_layout(&table).map_err(in_table)?;
+        let prefix = fst::raw::Fst::new(prefix)
+            .map_err(|e| (SectionId::MaskPrefix, SectionError::rejected("fst", e)))?;
+        let suffix = fst::raw::Fst::new(suffix)
+            .map_err(|e| (SectionId::MaskSuffix, SectionError::rejected("fst", e)))?;
+        let (dfa_ids, dfa) = open_dfa(&dfa).map_err(|e| (SectionId::MaskDfa, e))?;
+        Ok(Masks {
+            count,
+            host_buckets,
+            subdomain_buckets,
+            rows,
+            text,
+            prefix,
+            suffix,
+            dfa_ids,
+            dfa,
+        })
     }
 
-    fn mask_row(&self, id: u32) -> Option<(&[u8], u32)> {
-        let row = TABLE_HEAD + id as usize * 16;
-        let r = self.table.get(row..row + 12)?;
-        let count = u64::from_le_bytes(self.table.get(..8)?.try_into().ok()?) as usize;
-        let text_start = TABLE_HEAD.checked_add(count.checked_mul(16)?)?;
-        let off = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
-        let len = u32::from_le_bytes([r[4], r[5], r[6], r[7]]) as usize;
-        let posting = u32::from_le_bytes([r[8], r[9], r[10], r[11]]);
-        let text = self.table.get(text_start + off..text_start + off + len)?;
-        Some((text, posting))
+    /// Distinct masks.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Masks only the DFA can find.
+    pub fn dfa_count(&self) -> usize {
+        self.dfa_ids.len() / 4
+    }
+
+    fn mask_row<'a>(&self, bytes: &'a [u8], id: u32) -> Option<(&'a [u8], u32)> {
+        let rows = bytes.get(self.rows.clone())?;
+        let at = id as usize * ROW;
+        let off = le::u32(rows, at)? as usize;
+        let len = le::u32(rows, at + 4)? as usize;
+        let posting = le::u32(rows, at + 8)?;
+        let text = bytes.get(self.text.clone())?;
+        Some((text.get(off..off.checked_add(len)?)?, posting))
     }
 
     /// Check mask `id` against `url`; on a match, add its records to `out`.
-    fn verify(&self, id: u32, url: &[u8], postings: Postings<'_>, out: &mut Vec<u32>) {
-        if let Some((mask, posting)) = self.mask_row(id) {
+    #[inline]
+    fn verify(
+        &self,
+        bytes: &[u8],
+        id: u32,
+        url: &[u8],
+        postings: Postings<'_>,
+        out: &mut Vec<u32>,
+    ) {
+        if let Some((mask, posting)) = self.mask_row(bytes, id) {
             if matches(mask, url) {
                 postings.for_each(posting, |r| out.push(r));
             }
         }
     }
 
-    /// Add to `out` the records of every mask matching the normalized `url`. `key` is
-    /// scratch space for bucket keys.
+    /// Add to `out` the records of every mask matching the normalized `url`. `bytes`
+    /// are the index bytes and `buckets` its hashed table, which holds the host and
+    /// subdomain buckets; `key` is scratch space for bucket keys.
     pub fn lookup(
         &self,
+        bytes: &[u8],
+        buckets: hashtab::Table<'_>,
         url: &[u8],
         postings: Postings<'_>,
         key: &mut Vec<u8>,
         out: &mut Vec<u32>,
     ) {
         let (host, _) = split_host(url);
-        let mut bucket = |tag: u8, name: &[u8], out: &mut Vec<u32>| {
-            key.clear();
-            key.push(tag);
-            key.extend_from_slice(name);
-            if let Some(r) = self.buckets.get(key) {
-                postings.for_each(r, |id| self.verify(id, url, postings, out));
+        let mut bucket = |tag: Tag, name: &[u8], out: &mut Vec<u32>| {
+            hashtab::key_into(key, tag, name);
+            if let Some(r) = buckets.get(key) {
+                postings.for_each(r, |id| self.verify(bytes, id, url, postings, out));
             }
         };
-        if self.header_u32(8) > 0 {
-            bucket(HOST_TAG, host, out);
+        if self.host_buckets > 0 {
+            bucket(Tag::MaskHost, host, out);
         }
-        if self.header_u32(12) > 0 {
+        if self.subdomain_buckets > 0 {
             let mut rest = host;
             while let Some(dot) = memchr::memchr(b'.', rest) {
                 rest = &rest[dot + 1..];
-                bucket(SUBDOMAIN_TAG, rest, out);
+                bucket(Tag::MaskSubdomain, rest, out);
             }
         }
         // Prefix-anchored masks have their first `*` inside the host, so their literal
         // prefix is part of the host: walking the host is enough.
-        walk(self.prefix, host.iter().copied(), |r| {
-            postings.for_each(r, |id| self.verify(id, url, postings, out));
+        walk(&self.prefix, host.iter().copied(), |r| {
+            postings.for_each(r, |id| self.verify(bytes, id, url, postings, out));
         });
-        walk(self.suffix, host.iter().rev().copied(), |r| {
-            postings.for_each(r, |id| self.verify(id, url, postings, out));
+        walk(&self.suffix, host.iter().rev().copied(), |r| {
+            postings.for_each(r, |id| self.verify(bytes, id, url, postings, out));
         });
-        if let Some(dfa) = self.dfa {
+        if let Some(dfa) = &self.dfa {
+            let ids = bytes.get(self.dfa_ids.clone()).unwrap_or(&[]);
             let input = Input::new(url).anchored(Anchored::Yes);
             let mut state = OverlappingState::start();
             while dfa.try_search_overlapping_fwd(&input, &mut state).is_ok() {
                 let Some(m) = state.get_match() else { break };
-                let at = m.pattern().as_usize() * 4;
-                if let Some(b) = self.dfa_ids.get(at..at + 4) {
-                    let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    self.verify(id, url, postings, out);
+                if let Some(id) = le::u32(ids, m.pattern().as_usize() * 4) {
+                    self.verify(bytes, id, url, postings, out);
                 }
             }
         }
     }
+}
+
+/// The mask table's header, once: (masks, host buckets, subdomain buckets, row range,
+/// text range), ranges absolute in the index bytes.
+type TableLayout = (usize, u32, u32, Range<usize>, Range<usize>);
+
+fn table_layout(table: &Bytes) -> Result<TableLayout, SectionError> {
+    let t = table.as_ref();
+    let short = |needed: u64| SectionError::Short {
+        what: "mask table",
+        needed,
+        len: t.len() as u64,
+    };
+    let count = le::u64(t, 0).ok_or(short(TABLE_HEAD as u64))?;
+    let hosts = le::u32(t, 8).ok_or(short(TABLE_HEAD as u64))?;
+    let subdomains = le::u32(t, 12).ok_or(short(TABLE_HEAD as u64))?;
+    let rows_len = count
+        .checked_mul(ROW as u64)
+        .filter(|&n| n + TABLE_HEAD as u64 <= t.len() as u64)
+        .ok_or(short(count.saturating_mul(ROW as u64)))? as usize;
+    let base = table.range().start;
+    let text_start = base + TABLE_HEAD + rows_len;
+    Ok((
+        count as usize,
+        hosts,
+        subdomains,
+        base + TABLE_HEAD..text_start,
+        text_start..table.range().end,
+    ))
+}
+
+/// The DFA section, parsed: where the pattern→mask ids lie (absolute), and the DFA.
+type OpenedDfa = (Range<usize>, Option<dense::DFA<Vec<u32>>>);
+
+/// Parse the DFA section.
+fn open_dfa(section: &Bytes) -> Result<OpenedDfa, SectionError> {
+    let s = section.as_ref();
+    let base = section.range().start;
+    let n = le::u32(s, 0).ok_or(SectionError::Short {
+        what: "DFA pattern count",
+        needed: 4,
+        len: s.len() as u64,
+    })? as usize;
+    let ids_end = 4 + n * 4;
+    if s.len() < ids_end {
+        return Err(SectionError::Short {
+            what: "DFA pattern ids",
+            needed: ids_end as u64,
+            len: s.len() as u64,
+        });
+    }
+    if n == 0 {
+        return Ok((base + 4..base + 4, None));
+    }
+    let start = ids_end.div_ceil(16) * 16;
+    let bytes = s.get(start..).ok_or(SectionError::Short {
+        what: "DFA",
+        needed: start as u64,
+        len: s.len() as u64,
+    })?;
+    let (dfa, _) = dense::DFA::from_bytes(bytes).map_err(|e| SectionError::rejected("DFA", e))?;
+    if dfa.pattern_len() != n {
+        return Err(SectionError::Mismatch {
+            what: "DFA patterns",
+            expected: n as u64,
+            found: dfa.pattern_len() as u64,
+        });
+    }
+    Ok((base + 4..base + ids_end, Some(dfa.to_owned())))
 }
 
 /// Follow `input` through the fst from its root, calling `f` with the value of every

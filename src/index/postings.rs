@@ -5,6 +5,8 @@
 //! extra read. With the top bit set, the low 31 bits index the postings section (in
 //! u32 units), where `count, id_1 … id_count` follow, ids ascending.
 
+use super::format::le;
+
 pub const LIST: u32 = 0x8000_0000;
 
 /// Builds the postings section while keys are assigned their refs.
@@ -27,8 +29,31 @@ impl Builder {
         at | LIST
     }
 
+    /// Turn `(key, id)` pairs into one `(key, ref)` per distinct key. The pairs are
+    /// sorted here (by key, then id) and duplicates dropped, so each list comes out
+    /// ascending, as lookups expect.
+    pub fn group<K: Ord + Clone>(&mut self, mut pairs: Vec<(K, u32)>) -> Vec<(K, u32)> {
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        let mut rest = &pairs[..];
+        while let Some((first, _)) = rest.first() {
+            let n = rest.iter().take_while(|(k, _)| k == first).count();
+            ids.clear();
+            ids.extend(rest[..n].iter().map(|(_, id)| *id));
+            out.push((first.clone(), self.add(&ids)));
+            rest = &rest[n..];
+        }
+        out
+    }
+
     pub fn into_bytes(self) -> Vec<u8> {
-        self.data.iter().flat_map(|v| v.to_le_bytes()).collect()
+        let mut out = Vec::with_capacity(self.data.len() * 4);
+        for v in self.data {
+            le::put_u32(&mut out, v);
+        }
+        out
     }
 }
 
@@ -37,22 +62,20 @@ impl Builder {
 pub struct Postings<'a>(pub &'a [u8]);
 
 impl Postings<'_> {
-    fn u32(&self, i: usize) -> Option<u32> {
-        let b = self.0.get(i * 4..i * 4 + 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
     /// Call `f` for every id behind `r`. A ref pointing outside the section (only a
     /// damaged file that slipped past the checksum could hold one) yields nothing.
+    #[inline]
     pub fn for_each(&self, r: u32, mut f: impl FnMut(u32)) {
         if r & LIST == 0 {
             f(r);
             return;
         }
         let at = (r & !LIST) as usize;
-        let Some(n) = self.u32(at) else { return };
+        let Some(n) = le::u32(self.0, at * 4) else {
+            return;
+        };
         for i in 0..n as usize {
-            match self.u32(at + 1 + i) {
+            match le::u32(self.0, (at + 1 + i) * 4) {
                 Some(id) => f(id),
                 None => return,
             }
@@ -77,5 +100,21 @@ mod tests {
         got.clear();
         Postings(&bytes).for_each(LIST | 999, |id| got.push(id));
         assert!(got.is_empty());
+    }
+
+    #[test]
+    fn grouping_sorts_dedups_and_keeps_one_ref_per_key() {
+        let mut b = Builder::default();
+        let grouped = b.group(vec![("b", 5), ("a", 9), ("b", 2), ("b", 5), ("a", 1)]);
+        let bytes = std::mem::take(&mut b).into_bytes();
+        let lists: Vec<(&str, Vec<u32>)> = grouped
+            .iter()
+            .map(|(k, r)| {
+                let mut ids = Vec::new();
+                Postings(&bytes).for_each(*r, |id| ids.push(id));
+                (*k, ids)
+            })
+            .collect();
+        assert_eq!(lists, vec![("a", vec![1, 9]), ("b", vec![2, 5])]);
     }
 }

@@ -333,26 +333,61 @@ fn feeds_given_with_f_and_k_are_served() {
     }
 }
 
-#[test]
-fn metrics_endpoint_counts_requests_by_kind() {
-    let srv = Server::start("uring", &["--metrics", "127.0.0.1:0"]);
+/// The address `--metrics 127.0.0.1:0` bound, from the log.
+fn metrics_addr(srv: &Server) -> String {
     srv.wait_log("metrics on http://");
     let log = srv.log();
-    let addr = log
-        .split("metrics on http://")
+    log.split("metrics on http://")
         .nth(1)
         .and_then(|r| r.split('/').next())
         .expect("metrics address in the log")
-        .to_string();
+        .to_string()
+}
+
+fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
+    String::from_utf8(read_to_close(&mut s)).expect("utf-8")
+}
+
+#[test]
+fn metrics_count_hits_by_category_with_escaped_labels() {
+    let dir = TempDir::new("metrics-labels");
+    let feed = dir.path("odd.csv");
+    std::fs::write(&feed, "ioc,context\nodd.example,x\n").expect("write");
+    // A category holding a quote, a backslash and a newline must not break the format.
+    let srv = Server::start(
+        "epoll",
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "-f",
+            feed.to_str().expect("path"),
+            "-k",
+            "ioc",
+            "--category",
+            "we\"ird\\cat\nx",
+        ],
+    );
+    let addr = metrics_addr(&srv);
+    let got = exchange(&srv, b"url=odd.example\nurl=odd.example|url=odd.example\n", 2);
+    assert_eq!(count_answers(got.as_bytes()), 2);
+    let body = scrape(&addr);
+    let want = "tracer_category_hits_total{category=\"we\\\"ird\\\\cat\\nx\"} 3";
+    assert!(body.contains(want), "missing {want:?} in\n{body}");
+}
+
+#[test]
+fn metrics_endpoint_counts_requests_by_kind() {
+    let srv = Server::start("uring", &["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&srv);
     let got = exchange(
         &srv,
         b"url=gmer.com|ip=10.13.0.1\nhash=44d88612fea8a8f36de82e1278abb02f\nurl=miss.example\n",
         3,
     );
     assert_eq!(count_answers(got.as_bytes()), 3);
-    let mut s = std::net::TcpStream::connect(&addr).expect("connect metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
-    let body = String::from_utf8(read_to_close(&mut s)).expect("utf-8");
+    let body = scrape(&addr);
     assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
     for line in [
         "tracer_requests_total 3",
@@ -360,6 +395,9 @@ fn metrics_endpoint_counts_requests_by_kind() {
         "tracer_indicators_total{kind=\"ip\"} 1",
         "tracer_indicators_total{kind=\"hash\"} 1",
         "tracer_hits_total 3",
+        "tracer_category_hits_total{category=\"demo_ioc\"} 1",
+        "tracer_category_hits_total{category=\"ip_reputation\"} 1",
+        "tracer_category_hits_total{category=\"Malicious_Hash_Data_Feed\"} 1",
         "tracer_index_records 20",
         "tracer_batch_seconds_count ",
     ] {

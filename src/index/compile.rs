@@ -1,21 +1,23 @@
 //! Feeds → index file.
 //!
 //! The [`Compiler`] reads feeds one after another (record ids follow feed order and
-//! row order, which is the answer order), renders each record's context once, and
-//! files every indicator value under its kind: exact keys for the hashed table, masks for the
-//! matcher, digests and IP blocks for their tables. [`Compiler::finish`] sorts and
-//! serializes each structure into its section, and [`write_atomically`] writes the
-//! file next to its destination and renames it into place, so a crash or Ctrl-C never
-//! leaves a half-written index where `serve` would open it.
+//! row order, which is the answer order), renders each record's context once (in the
+//! encoding [`super::records`] defines), and files every indicator value under its
+//! kind: exact keys for the hashed table, masks for the matcher, digests and IP
+//! blocks for their tables. [`Compiler::finish`] sorts and serializes each structure
+//! into its section; [`super::storage::write_atomically`] writes the file next to its
+//! destination and renames it into place, so a crash or Ctrl-C never leaves a
+//! half-written index where `serve` would open it.
 
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::format::{self, Section, SectionId};
+use super::hashes::Digest;
+use super::hashtab::{self, Tag};
+use super::records::{self, FeedMeta, Meta, Records};
+use super::{ip, masks, postings};
 use crate::feed::{self, FeedError, Format, RawRecord, ReadOptions, Skip};
-use crate::index::format::{self, SectionId};
-use crate::index::records::{FeedMeta, Meta, Records};
-use crate::index::{hashes, hashtab, ip, masks, postings};
 use crate::indicator::{self, Kind};
 
 /// One feed to compile.
@@ -191,7 +193,7 @@ impl Compiler {
                 if host.contains(&b'*') {
                     return Err("`*` inside a domain (use --kind url for masks)".into());
                 }
-                self.exact.push((key(b'd', host), id));
+                self.exact.push((hashtab::key(Tag::Domain, host), id));
             }
             Kind::Ip => {
                 let range =
@@ -203,15 +205,16 @@ impl Compiler {
             }
             Kind::Hash => {
                 let mut d = [0u8; 32];
-                let len =
-                    indicator::hash_digest(raw, &mut d).ok_or("not a 32/40/64-digit hex digest")?;
-                self.digests[hashes::table_for(len)].push((Box::from(&d[..len]), id));
+                let (len, which) = indicator::hash_digest(raw, &mut d)
+                    .and_then(|len| Some((len, Digest::of_len(len)?)))
+                    .ok_or("not a 32/40/64-digit hex digest")?;
+                self.digests[which.index()].push((Box::from(&d[..len]), id));
             }
             Kind::Raw => {
                 if raw.is_empty() {
                     return Err("empty value".into());
                 }
-                self.exact.push((key(b'r', raw), id));
+                self.exact.push((hashtab::key(Tag::Raw, raw), id));
             }
         }
         Ok(kind)
@@ -227,7 +230,7 @@ impl Compiler {
                 }
             }
         } else {
-            self.exact.push((key(b'u', url), id));
+            self.exact.push((hashtab::key(Tag::Url, url), id));
         }
     }
 
@@ -258,28 +261,18 @@ impl Compiler {
 
         let m = masks::build(self.masks, &mut post).map_err(build("URL masks"))?;
         // Exact keys and mask buckets share one hashed table.
-        let mut exact = self.exact;
-        exact.sort_unstable();
-        exact.dedup();
-        let mut keys: Vec<(Box<[u8]>, u32)> = Vec::with_capacity(exact.len() + m.buckets.len());
-        let mut ids = Vec::new();
-        let mut rest = &exact[..];
-        while let Some((first, _)) = rest.first() {
-            let n = rest.iter().take_while(|(k, _)| k == first).count();
-            ids.clear();
-            ids.extend(rest[..n].iter().map(|(_, id)| *id));
-            keys.push((first.clone(), post.add(&ids)));
-            rest = &rest[n..];
-        }
-        drop(exact);
+        let mut keys = post.group(self.exact);
         keys.extend(m.buckets);
         let exact_table = hashtab::build(&keys).map_err(build("exact keys"))?;
         drop(keys);
 
         let [md5, sha1, sha256] = self.digests;
-        let md5 = table_or_empty(md5, |e| hashes::build(16, e, &mut post));
-        let sha1 = table_or_empty(sha1, |e| hashes::build(20, e, &mut post));
-        let sha256 = table_or_empty(sha256, |e| hashes::build(32, e, &mut post));
+        let digest_table = |d: Digest, e, post: &mut postings::Builder| {
+            table_or_empty(e, |e| super::hashes::build(d.width(), e, post))
+        };
+        let md5 = digest_table(Digest::Md5, md5, &mut post);
+        let sha1 = digest_table(Digest::Sha1, sha1, &mut post);
+        let sha256 = digest_table(Digest::Sha256, sha256, &mut post);
         let [v4, v6] = self.ips;
         let v4 = table_or_empty(v4, |e| ip::build(4, e, &mut post));
         let v6 = table_or_empty(v6, |e| ip::build(16, e, &mut post));
@@ -315,35 +308,12 @@ impl Compiler {
     }
 }
 
-/// A serialized section: rkyv's output keeps its aligned buffer rather than being
-/// copied (the records section alone can be most of the index).
-pub enum Section {
-    Plain(Vec<u8>),
-    Aligned(rkyv::util::AlignedVec),
-}
-
-impl AsRef<[u8]> for Section {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            Section::Plain(v) => v,
-            Section::Aligned(v) => v,
-        }
-    }
-}
-
 fn table_or_empty<T>(entries: Vec<T>, build: impl FnOnce(Vec<T>) -> Vec<u8>) -> Vec<u8> {
     if entries.is_empty() {
         Vec::new()
     } else {
         build(entries)
     }
-}
-
-fn key(kind: u8, value: &[u8]) -> Box<[u8]> {
-    let mut k = Vec::with_capacity(value.len() + 1);
-    k.push(kind);
-    k.extend_from_slice(value);
-    k.into_boxed_slice()
 }
 
 /// The feed reader's consumer for one feed.
@@ -389,7 +359,7 @@ impl feed::Sink for FeedSink<'_> {
             // Some values of this record were filed: keep it, but say what was dropped.
             tracing::warn!("{}: {}", record.location, reason);
         }
-        c.text.extend_from_slice(record.context);
+        records::encode_context(&mut c.text, record.fields.iter());
         c.offsets.push(c.text.len() as u64);
         self.summary.records += 1;
         if let Some(bar) = &c.progress {
@@ -426,41 +396,4 @@ fn truncate(s: &str, max: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
-}
-
-/// Write an index file atomically: a temporary file in the same directory, synced,
-/// then renamed over `out`.
-pub fn write_atomically(
-    out: &Path,
-    sections: &[(SectionId, Section)],
-) -> Result<u64, CompileError> {
-    let err = |source| CompileError::Write {
-        file: out.to_path_buf(),
-        source,
-    };
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        let refs: Vec<(SectionId, &[u8])> =
-            sections.iter().map(|(id, b)| (*id, b.as_ref())).collect();
-        let len = format::write(&mut w, &refs)?;
-        w.flush()?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, out)?;
-        Ok(len)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
 }

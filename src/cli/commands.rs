@@ -1,117 +1,17 @@
-//! The operator commands other than `serve`: `compile`, `lookup`, `inspect`, and the
-//! loading of feeds and index files that `serve` shares with them.
+//! The operator commands other than `serve`: `compile`, `lookup`, `inspect`,
+//! `generate`, printing their results for a person at a terminal.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::answer::Responder;
-use crate::cli::{CompileArgs, FeedArgs, InspectArgs, LookupArgs};
-use crate::compile::{self, CompileError, Compiler, FeedSpec, FeedSummary};
-use crate::index::{Index, IndexError, IndexSet};
-use crate::indicator::Kind;
+use anyhow::Context as _;
 
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Compile(#[from] CompileError),
-    #[error(transparent)]
-    Index(#[from] IndexError),
-    #[error("{0}")]
-    Usage(String),
-}
-
-/// Everything `serve` or `lookup` loads: index files, then feeds compiled in memory.
-#[derive(Clone, Debug, Default)]
-pub struct Sources {
-    pub indexes: Vec<PathBuf>,
-    pub feeds: Vec<FeedSpec>,
-    pub strict: bool,
-}
-
-impl Sources {
-    pub fn new(indexes: &[PathBuf], feeds: &FeedArgs) -> Result<Sources, LoadError> {
-        Ok(Sources {
-            indexes: indexes.to_vec(),
-            feeds: feeds.specs().map_err(LoadError::Usage)?,
-            strict: feeds.strict,
-        })
-    }
-
-    /// The bundled demo feeds in `fixtures/` (what `serve` uses when given none).
-    pub fn demo(root: &Path) -> Sources {
-        let f = |name: &str, key: &str, kind: Option<Kind>| {
-            let mut s = FeedSpec::new(root.join(name), key);
-            s.kind = kind;
-            s
-        };
-        Sources {
-            indexes: Vec::new(),
-            feeds: vec![
-                f("demo_ioc.csv", "ioc", None),
-                f("Phishing_URL_Data_Feed.json", "mask", Some(Kind::Url)),
-                f("Malicious_Hash_Data_Feed.json", "MD5", Some(Kind::Hash)),
-                f("ip_reputation.csv", "ip", Some(Kind::Ip)),
-                f("bad_domains.txt", "domain", Some(Kind::Domain)),
-            ],
-            strict: false,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.indexes.is_empty() && self.feeds.is_empty()
-    }
-
-    /// Every file a reload depends on (for `--watch`).
-    pub fn files(&self) -> Vec<PathBuf> {
-        let mut v = self.indexes.clone();
-        v.extend(self.feeds.iter().map(|f| f.path.clone()));
-        v
-    }
-
-    /// Open the index files and compile the feeds (all feeds into one in-memory index).
-    pub fn load(&self) -> Result<IndexSet, LoadError> {
-        let mut parts = Vec::with_capacity(self.indexes.len() + 1);
-        for path in &self.indexes {
-            let started = Instant::now();
-            let index = Index::open(path)?;
-            tracing::info!(
-                file = %path.display(),
-                records = index.record_count(),
-                bytes = index.size(),
-                ms = started.elapsed().as_millis() as u64,
-                "index opened"
-            );
-            parts.push(index);
-        }
-        if !self.feeds.is_empty() {
-            let mut compiler = Compiler::new(self.strict);
-            for spec in &self.feeds {
-                let s = compiler.add_feed(spec)?;
-                log_summary(&spec.path, &s);
-            }
-            let image = compiler.finish_to_vec()?;
-            parts.push(Index::from_bytes(Path::new("<feeds>"), &image)?);
-        }
-        Ok(IndexSet::new(parts))
-    }
-}
-
-fn log_summary(path: &Path, s: &FeedSummary) {
-    tracing::info!(
-        feed = %path.display(),
-        category = %s.category,
-        records = s.records,
-        urls = s.entries[Kind::Url.index()],
-        masks = s.masks,
-        domains = s.entries[Kind::Domain.index()],
-        ips = s.entries[Kind::Ip.index()],
-        hashes = s.entries[Kind::Hash.index()],
-        raw = s.entries[Kind::Raw.index()],
-        skipped = s.skipped,
-        "feed loaded"
-    );
-}
+use super::{CompileArgs, GenerateArgs, InspectArgs, LookupArgs};
+use tracer::engine::{Engine, Sources};
+use tracer::index::compile::Compiler;
+use tracer::index::Index;
+use tracer::indicator::Kind;
+use tracer::protocol::cybertrace::Responder;
 
 /// `tracer compile`.
 pub fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -121,7 +21,7 @@ pub fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let summary = compiler.add_feed(&spec)?;
     let read_secs = started.elapsed().as_secs_f64();
     let sections = compiler.finish()?;
-    let bytes = compile::write_atomically(&target, &sections)?;
+    let bytes = tracer::index::storage::write_atomically(&target, &sections)?;
     writeln!(
         out,
         "compiled {} -> {}",
@@ -156,14 +56,18 @@ pub fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
 /// `tracer lookup`: the arguments form one request line; print its answer.
 pub fn lookup(args: &LookupArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let sources = Sources::new(&args.indexes, &args.feeds)?;
+    let sources = Sources {
+        indexes: args.indexes.clone(),
+        feeds: args.feeds.specs().map_err(anyhow::Error::msg)?,
+        strict: args.feeds.strict,
+    };
     if sources.is_empty() {
         anyhow::bail!("give an index with -l FILE.tracer or a feed with -f FILE -k KEY");
     }
-    let set = sources.load()?;
+    let engine = Engine::load(sources)?;
     let line = args.indicators.join("|");
     let mut answer = Vec::new();
-    Responder::new(args.max_hits).answer(&set, line.as_bytes(), &mut answer);
+    Responder::new(args.max_hits).answer(&engine.current(), line.as_bytes(), &mut answer, |_| {});
     out.write_all(&answer)?;
     Ok(())
 }
@@ -241,5 +145,16 @@ pub fn inspect(args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// `tracer generate`.
+pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    let (entries, hits, misses) = tracer::generate::run(&args.options())
+        .with_context(|| format!("writing to {}", args.out.display()))?;
+    eprintln!(
+        "wrote {entries} feed entries, {hits} hit and {misses} miss samples to {}",
+        args.out.display()
+    );
     Ok(())
 }

@@ -1,38 +1,52 @@
-//! Rendering a record into its answer context, `k1=v1|k2=v2…`, exactly as SPEC §2
-//! prints it. This runs once per record at compile time; serving copies the bytes.
-//!
-//! Nested objects become dotted keys, arrays of scalars are joined with `,`, arrays
-//! holding objects or arrays are indexed (`files[0].MD5`). `|`, CR and LF are
-//! percent-encoded in keys and values, and `=` in keys, so no record can break the
-//! line framing or the `key=value` split on the client side.
+//! A record's fields, flattened into `(key, value)` pairs in field order, the shape
+//! both answer formats print: nested objects become dotted keys, arrays of scalars
+//! are joined with `,`, arrays holding objects or arrays are indexed (`files[0].MD5`).
+//! How the pairs are then encoded (percent-escaping for the TCP protocol, JSON for
+//! HTTP) is not the reader's business.
 
 use serde_json::Value;
 
-/// Append one `key=value` pair, with a leading `|` unless it is the first.
-pub fn push_pair(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    if !out.is_empty() {
-        out.push(b'|');
-    }
-    escape_into(out, key, true);
-    out.push(b'=');
-    escape_into(out, value, false);
+/// The flattened fields of one record, in one buffer reused from record to record.
+#[derive(Default, Debug)]
+pub struct Fields {
+    buf: Vec<u8>,
+    /// (key start, key end = value start, value end) in `buf`.
+    spans: Vec<(usize, usize, usize)>,
 }
 
-/// Percent-encode the bytes that would break framing.
-pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8], is_key: bool) {
-    for &b in bytes {
-        match b {
-            b'|' => out.extend_from_slice(b"%7C"),
-            b'\r' => out.extend_from_slice(b"%0D"),
-            b'\n' => out.extend_from_slice(b"%0A"),
-            b'=' if is_key => out.extend_from_slice(b"%3D"),
-            _ => out.push(b),
-        }
+impl Fields {
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.spans.clear();
+    }
+
+    pub fn push(&mut self, key: &[u8], value: &[u8]) {
+        let k = self.buf.len();
+        self.buf.extend_from_slice(key);
+        let v = self.buf.len();
+        self.buf.extend_from_slice(value);
+        self.spans.push((k, v, self.buf.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The pairs, in field order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans
+            .iter()
+            .map(|&(k, v, e)| (&self.buf[k..v], &self.buf[v..e]))
     }
 }
 
-/// Render a JSON record (normally an object) into `out`.
-pub fn render_json(out: &mut Vec<u8>, record: &Value) {
+/// Flatten a JSON record (normally an object) into `out` (cleared first).
+pub fn flatten_json(out: &mut Fields, record: &Value) {
+    out.clear();
     let mut key = Vec::new();
     match record {
         Value::Object(_) => flatten(out, &mut key, record),
@@ -44,7 +58,7 @@ pub fn render_json(out: &mut Vec<u8>, record: &Value) {
     }
 }
 
-fn flatten(out: &mut Vec<u8>, key: &mut Vec<u8>, v: &Value) {
+fn flatten(out: &mut Fields, key: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Object(map) => {
             for (k, child) in map {
@@ -65,7 +79,7 @@ fn flatten(out: &mut Vec<u8>, key: &mut Vec<u8>, v: &Value) {
                 }
                 scalar_into(&mut joined, item);
             }
-            push_pair(out, key, &joined);
+            out.push(key, &joined);
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
@@ -78,7 +92,7 @@ fn flatten(out: &mut Vec<u8>, key: &mut Vec<u8>, v: &Value) {
         scalar => {
             let mut value = Vec::new();
             scalar_into(&mut value, scalar);
-            push_pair(out, key, &value);
+            out.push(key, &value);
         }
     }
 }
@@ -121,27 +135,38 @@ pub fn values_at(v: &Value, path: &[&str], out: &mut Vec<String>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn escapes_framing_bytes() {
-        let mut out = Vec::new();
-        push_pair(&mut out, b"a=b|c", b"x|y\r\nz=1");
-        assert_eq!(out, b"a%3Db%7Cc=x%7Cy%0D%0Az=1");
+    fn show(f: &Fields) -> Vec<(String, String)> {
+        f.iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn scalar_record_is_named_value() {
-        let mut out = Vec::new();
-        render_json(&mut out, &serde_json::json!("evil.com"));
-        assert_eq!(out, b"value=evil.com");
+        let mut f = Fields::default();
+        flatten_json(&mut f, &serde_json::json!("evil.com"));
+        assert_eq!(show(&f), vec![("value".into(), "evil.com".into())]);
     }
 
     #[test]
     fn nested_arrays_are_indexed() {
-        let mut out = Vec::new();
-        render_json(
-            &mut out,
-            &serde_json::json!({"m": [[1, 2], {"a": "b"}], "e": []}),
+        let mut f = Fields::default();
+        flatten_json(
+            &mut f,
+            &serde_json::json!({"m": [[1, 2], {"a": "b|c"}], "e": []}),
         );
-        assert_eq!(String::from_utf8_lossy(&out), "m[0]=1,2|m[1].a=b|e=");
+        assert_eq!(
+            show(&f),
+            vec![
+                ("m[0]".into(), "1,2".into()),
+                ("m[1].a".into(), "b|c".into()),
+                ("e".into(), "".into())
+            ]
+        );
     }
 }

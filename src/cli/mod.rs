@@ -1,8 +1,12 @@
-//! Command line: clap structs, and their translation into validated configs.
+//! The command line: clap structs, and their translation into the library's typed
+//! configs (`serve::Config`, `engine::Sources`, `FeedSpec`, `generate::Options`).
+//! Usage errors are caught here, before anything starts.
 //!
 //! The Python tool's spellings still work: `tracer -f FEED -k KEY` (no subcommand)
 //! serves, `tracer -d FEED -k KEY` compiles ("dump"), and `-l` may repeat. See
 //! [`rewrite_legacy`].
+
+pub mod commands;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,9 +14,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::compile::FeedSpec;
-use crate::feed::Format;
-use crate::indicator::Kind;
+use tracer::engine::Sources;
+use tracer::feed::Format;
+use tracer::index::compile::FeedSpec;
+use tracer::indicator::Kind;
+use tracer::serve::{self, IoMode};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,6 +73,26 @@ impl KindArg {
     }
 }
 
+/// `--format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Json,
+    Ndjson,
+    Csv,
+    Text,
+}
+
+impl FormatArg {
+    fn format(self) -> Format {
+        match self {
+            FormatArg::Json => Format::Json,
+            FormatArg::Ndjson => Format::Ndjson,
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Text => Format::Text,
+        }
+    }
+}
+
 /// Feeds given as source files. Each of `-k`, `--kind`, `--category`, `--records`,
 /// `--format` is given once (applies to every `-f`) or once per `-f`, in order.
 #[derive(Args, Debug, Clone, Default)]
@@ -86,7 +112,7 @@ pub struct FeedArgs {
     #[arg(long = "records")]
     pub records: Vec<String>,
     #[arg(long = "format", value_enum)]
-    pub formats: Vec<Format>,
+    pub formats: Vec<FormatArg>,
     /// Fail on the first malformed row instead of skipping it.
     #[arg(long)]
     pub strict: bool,
@@ -115,18 +141,29 @@ impl FeedArgs {
             spec.kind = per_feed("--kind", &self.kinds, i, n)?.and_then(KindArg::kind);
             spec.category = per_feed("--category", &self.categories, i, n)?;
             spec.records = per_feed("--records", &self.records, i, n)?;
-            spec.format = per_feed("--format", &self.formats, i, n)?;
+            spec.format = per_feed("--format", &self.formats, i, n)?.map(FormatArg::format);
             out.push(spec);
         }
         Ok(out)
     }
 }
 
+/// `--io` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum IoMode {
+pub enum IoArg {
     Auto,
     Uring,
     Epoll,
+}
+
+impl IoArg {
+    fn mode(self) -> IoMode {
+        match self {
+            IoArg::Auto => IoMode::Auto,
+            IoArg::Uring => IoMode::Uring,
+            IoArg::Epoll => IoMode::Epoll,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -144,7 +181,7 @@ pub struct ServeArgs {
     pub threads: Option<usize>,
     /// I/O runtime: io_uring, epoll, or io_uring when the kernel allows it.
     #[arg(long, value_enum, default_value = "auto")]
-    pub io: IoMode,
+    pub io: IoArg,
     /// Most hits returned per indicator.
     #[arg(long, default_value_t = 32)]
     pub max_hits: usize,
@@ -195,7 +232,7 @@ pub struct CompileArgs {
     #[arg(long)]
     pub records: Option<String>,
     #[arg(long, value_enum)]
-    pub format: Option<Format>,
+    pub format: Option<FormatArg>,
     #[arg(long)]
     pub strict: bool,
     /// Output file (default: FEED.tracer).
@@ -219,7 +256,7 @@ impl CompileArgs {
         spec.kind = self.kind.kind();
         spec.category = self.category.clone();
         spec.records = self.records.clone();
-        spec.format = self.format;
+        spec.format = self.format.map(FormatArg::format);
         Ok((spec, out))
     }
 }
@@ -288,20 +325,43 @@ pub fn rewrite_legacy(mut args: Vec<String>) -> Vec<String> {
     args
 }
 
+impl GenerateArgs {
+    pub fn options(&self) -> tracer::generate::Options {
+        tracer::generate::Options {
+            out: self.out.clone(),
+            urls: self.urls,
+            hashes: self.hashes,
+            ips: self.ips,
+            domains: self.domains,
+            mixed: self.mixed,
+            seed: self.seed,
+        }
+    }
+}
+
 /// Parse `--allow` networks.
-pub fn parse_allow(list: &[String]) -> Result<Vec<crate::indicator::IpRange>, String> {
+pub fn parse_allow(list: &[String]) -> Result<Vec<tracer::indicator::IpRange>, String> {
     list.iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| {
-            crate::indicator::parse_ip_entry(s.trim().as_bytes())
+            tracer::indicator::parse_ip_entry(s.trim().as_bytes())
                 .ok_or_else(|| format!("--allow: `{s}` is not an address, CIDR or range"))
         })
         .collect()
 }
 
 impl ServeArgs {
+    /// What to serve: `-l` index files, then `-f` feeds.
+    pub fn sources(&self) -> Result<Sources, String> {
+        Ok(Sources {
+            indexes: self.indexes.clone(),
+            feeds: self.feeds.specs()?,
+            strict: self.feeds.strict,
+        })
+    }
+
     /// The validated server settings.
-    pub fn config(&self) -> Result<crate::server::Config, String> {
+    pub fn config(&self) -> Result<serve::Config, String> {
         if self.max_line == 0 || self.max_hits == 0 || self.max_connections == 0 {
             return Err("--max-line, --max-hits and --max-connections must be positive".into());
         }
@@ -310,10 +370,10 @@ impl ServeArgs {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        Ok(crate::server::Config {
+        Ok(serve::Config {
             listen: self.listen,
             threads,
-            io: self.io,
+            io: self.io.mode(),
             max_hits: self.max_hits,
             max_line: self.max_line,
             max_connections: self.max_connections,

@@ -2,29 +2,27 @@
 //! those answers with one write, repeat. Long-lived: nothing but client EOF, an I/O
 //! error, the idle timeout or shutdown ends it; never an answer, never bad input.
 //!
-//! Buffers: reads land in `chunk`, a buffer of its own. A read cancelled by shutdown or
-//! the idle timer (io_uring owns the buffer while the read is in flight) then loses
-//! only an empty buffer, never unanswered input. Bytes of an unfinished line wait in
-//! `pending`; the common case, a read that ends on a line boundary, answers straight
-//! from `chunk` without copying.
+//! Buffers: reads land in `chunk`, a buffer of its own (io_uring owns it while the
+//! read is in flight). A read is never cancelled while the connection lives: under
+//! io_uring a dropped read stays armed in the kernel and would swallow the client's
+//! next bytes, so shutdown only changes what happens after the read completes, and
+//! the idle timeout closes the socket (which completes the read) rather than dropping
+//! it. Bytes of an unfinished line wait in `pending`; the common case, a read that
+//! ends on a line boundary, answers straight from `chunk` without copying.
 //!
 //! Backpressure: answers are written before the next read, and a batch whose answers
 //! pass [`OUT_HIGH`] is written in parts. A client that stops reading its answers stalls
 //! our write, so we stop reading its requests; memory per connection stays bounded by
 //! about `READ_SIZE + OUT_HIGH + max-line`.
 
-use std::cell::{Cell, RefCell};
-use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::answer::Responder;
-use crate::index::IndexSet;
-use crate::protocol::{self, Decoder, Frame};
-use crate::server::Shared;
+use super::io::Transport;
+use super::stats::ErrorReason;
+use super::worker::{ThreadSnapshot, Worker};
+use crate::protocol::cybertrace::{self as protocol, Decoder, Frame};
 
 pub const READ_SIZE: usize = 64 * 1024;
 pub const OUT_HIGH: usize = 256 * 1024;
@@ -32,107 +30,7 @@ pub const OUT_HIGH: usize = 256 * 1024;
 /// for this long.
 const DRAIN_QUIET: Duration = Duration::from_millis(200);
 
-/// The two runtimes' sockets, behind one owned-buffer interface (io_uring needs to own
-/// buffers while the kernel uses them).
-pub trait Transport {
-    /// Read into the spare capacity of `buf`, appending. `Ok(0)` is EOF.
-    fn read_into(
-        &mut self,
-        buf: Vec<u8>,
-    ) -> impl std::future::Future<Output = (io::Result<usize>, Vec<u8>)>;
-    fn write_all(
-        &mut self,
-        buf: Vec<u8>,
-    ) -> impl std::future::Future<Output = (io::Result<()>, Vec<u8>)>;
-    /// End the connection now. Dropping is not enough under io_uring: a cancelled read
-    /// still holds the descriptor until the kernel completes it, and shutting the
-    /// socket down is what completes it.
-    fn close(&self);
-}
-
-impl Transport for tokio_uring::net::TcpStream {
-    async fn read_into(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        use tokio_uring::buf::BoundedBuf;
-        let len = buf.len();
-        let (res, slice) = self.read(buf.slice(len..)).await;
-        (res, slice.into_inner())
-    }
-
-    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        tokio_uring::net::TcpStream::write_all(self, buf).await
-    }
-
-    fn close(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-impl Transport for tokio::net::TcpStream {
-    async fn read_into(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        use tokio::io::AsyncReadExt;
-        let res = self.read_buf(&mut buf).await;
-        (res, buf)
-    }
-
-    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        use tokio::io::AsyncWriteExt;
-        let res = AsyncWriteExt::write_all(self, &buf).await;
-        (res, buf)
-    }
-
-    fn close(&self) {
-        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// A worker thread's handle on the served index. Connections take an `Rc` of it per
-/// batch: a non-atomic count, where cloning the `Arc` itself would bounce its count's
-/// cache line between cores on every batch.
-pub struct ThreadIndex(Arc<IndexSet>);
-
-impl std::ops::Deref for ThreadIndex {
-    type Target = IndexSet;
-    fn deref(&self) -> &IndexSet {
-        &self.0
-    }
-}
-
-/// What one worker thread shares among its connections.
-pub struct Worker {
-    pub shared: Arc<Shared>,
-    /// The index this thread serves, and its generation; refreshed when a reload
-    /// publishes a new one. Connections hold an `Rc` to it for a batch, so requests in
-    /// flight finish on the index they started with.
-    index: RefCell<(u64, Rc<ThreadIndex>)>,
-    responder: RefCell<Responder>,
-    pub open: Cell<usize>,
-}
-
-impl Worker {
-    pub fn new(shared: Arc<Shared>) -> Worker {
-        let (generation, index) = shared.current();
-        let max_hits = shared.config.max_hits;
-        Worker {
-            shared,
-            index: RefCell::new((generation, Rc::new(ThreadIndex(index)))),
-            responder: RefCell::new(Responder::new(max_hits)),
-            open: Cell::new(0),
-        }
-    }
-
-    /// The current index: one atomic load when nothing changed, no lock.
-    fn index(&self) -> Rc<ThreadIndex> {
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        let mut cached = self.index.borrow_mut();
-        if cached.0 != generation {
-            let (g, index) = self.shared.current();
-            *cached = (g, Rc::new(ThreadIndex(index)));
-        }
-        cached.1.clone()
-    }
-}
-
-/// Per-batch counters, added to the shared ones once per batch.
+/// Per-batch counters, added to the worker's once per batch.
 #[derive(Default)]
 struct Tally {
     requests: u64,
@@ -191,15 +89,19 @@ pub async fn serve<T: Transport>(
                 break;
             }
         };
-        let index = worker.index();
+        let snap = worker.snapshot();
         if n == 0 {
             // Client half-closed: a last line without LF still gets its answer.
             if let Some(frame) = decoder.finish(&pending) {
                 let mut tally = Tally::default();
-                answer_frame(&worker, &index, frame, &mut out, &mut tally, peer);
-                worker
-                    .shared
-                    .count(tally.requests, &tally.by_kind, tally.hits);
+                let started = std::time::Instant::now();
+                answer_frame(&worker, &snap, frame, &mut out, &mut tally, peer);
+                worker.stats.batch(
+                    tally.requests,
+                    &tally.by_kind,
+                    tally.hits,
+                    started.elapsed(),
+                );
             }
             if !out.is_empty() {
                 let (_, _) = io.write_all(std::mem::take(&mut out)).await;
@@ -216,7 +118,7 @@ pub async fn serve<T: Transport>(
         let mut failed = false;
         loop {
             let data: &[u8] = if from_chunk { &chunk } else { &pending };
-            let batch = answer_batch(&worker, &index, &mut decoder, &data[pos..], &mut out, peer);
+            let batch = answer_batch(&worker, &snap, &mut decoder, &data[pos..], &mut out, peer);
             pos += batch.consumed;
             if batch.truncated && !warned_truncated {
                 warned_truncated = true;
@@ -244,11 +146,9 @@ pub async fn serve<T: Transport>(
             if overlong_counted == 0 {
                 tracing::warn!(%peer, max_line = cfg.max_line, "request line longer than --max-line discarded (logged once per connection, counted in metrics)");
             }
-            worker
-                .shared
-                .stats
-                .overlong
-                .fetch_add(overlong - overlong_counted, Ordering::Relaxed);
+            for _ in overlong_counted..overlong {
+                worker.stats.error(ErrorReason::LineTooLong);
+            }
             overlong_counted = overlong;
         }
         // Keep the unfinished line for the next read.
@@ -286,7 +186,7 @@ struct Batch {
 /// big enough to write. Synchronous: no borrow is held across an await.
 fn answer_batch(
     worker: &Worker,
-    index: &IndexSet,
+    snap: &ThreadSnapshot,
     decoder: &mut Decoder,
     data: &[u8],
     out: &mut Vec<u8>,
@@ -301,7 +201,7 @@ fn answer_batch(
         let (n, frame) = decoder.next(&data[pos..]);
         pos += n;
         match frame {
-            Some(f) => truncated |= answer_frame(worker, index, f, out, &mut tally, peer),
+            Some(f) => truncated |= answer_frame(worker, snap, f, out, &mut tally, peer),
             None if n == 0 => break,
             None => {}
         }
@@ -310,12 +210,12 @@ fn answer_batch(
             break;
         }
     }
-    if tally.requests > 0 {
-        worker
-            .shared
-            .count(tally.requests, &tally.by_kind, tally.hits);
-        worker.shared.batch_time(started.elapsed());
-    }
+    worker.stats.batch(
+        tally.requests,
+        &tally.by_kind,
+        tally.hits,
+        started.elapsed(),
+    );
     Batch {
         consumed: pos,
         more,
@@ -326,7 +226,7 @@ fn answer_batch(
 /// Answer one frame; returns whether hits were dropped by `--max-hits`.
 fn answer_frame(
     worker: &Worker,
-    index: &IndexSet,
+    snap: &ThreadSnapshot,
     frame: Frame<'_>,
     out: &mut Vec<u8>,
     tally: &mut Tally,
@@ -349,7 +249,11 @@ fn answer_frame(
         }
         Frame::Line(line) => {
             let start = out.len();
-            let outcome = worker.responder.borrow_mut().answer(index, line, out);
+            let categories = &snap.categories;
+            let outcome = worker
+                .responder
+                .borrow_mut()
+                .answer(&snap.snapshot, line, out, |h| categories.hit(h.slot));
             tally.requests += 1;
             for (t, n) in tally.by_kind.iter_mut().zip(outcome.by_kind) {
                 *t += n as u64;

@@ -1,16 +1,23 @@
-//! The CyberTrace wire protocol (SPEC §2), pure: bytes in, frames and requests out,
-//! answer bytes written into a caller's buffer. No I/O, no lookup, no allocation per
-//! request once the caller's buffers are warm.
+//! The CyberTrace TCP protocol (SPEC §2, KUMA source kind `cybertrace`): bytes in,
+//! frames and indicators out, answer bytes written into a caller's buffer. No I/O,
+//! and no allocation per request once the caller's buffers are warm.
 //!
-//! [`Decoder`] is incremental and does not care where reads split the stream: it
-//! consumes the connection preamble (`X-KF-…` flags, maybe a `PING`), then yields one
-//! frame per LF-terminated line. Lines longer than the limit are discarded up to their
-//! LF and reported once as [`Frame::Overlong`], which still gets an answer so the
-//! client's FIFO of requests and answers stays aligned.
+//! Server side, in the order a request meets it:
+//! - [`Decoder`] is incremental and does not care where reads split the stream: it
+//!   consumes the connection preamble (`X-KF-…` flags, maybe a `PING`), then yields
+//!   one frame per LF-terminated line. Lines longer than the limit are discarded up to
+//!   their LF and reported once as [`Frame::Overlong`], which still gets an answer so
+//!   the client's FIFO of requests and answers stays aligned.
+//! - [`for_each_indicator`] turns a line into indicators.
+//! - [`Responder`] answers a line from an engine snapshot: a hit line per hit
+//!   ([`encode_hit`]), then `LookupFinished`.
 //!
-//! [`parse_request`] turns a line into indicators; the `encode_*` functions write the
-//! answer lines.
+//! Client side (the load generator, tests): [`PREAMBLE`], [`parse_hit`] and
+//! [`AnswerSplitter`].
 
+use crate::engine::{AnswerHit, Snapshot};
+use crate::index::records::escape_into;
+use crate::index::{Hit, Scratch};
 use crate::indicator::{self, Kind};
 
 /// Flags KUMA may send before the first request.
@@ -19,6 +26,8 @@ pub const FLAGS: [&[u8]; 3] = [
     b"X-KF-SendFinishedEvent",
     b"X-KF-SaveStatistic",
 ];
+/// The preamble KUMA sends on a new connection (two of the flags).
+pub const PREAMBLE: &[u8] = b"X-KF-ReplyBackX-KF-SendFinishedEvent";
 pub const PING: &[u8] = b"PING";
 pub const PONG: &[u8] = b"PONG\n";
 pub const FINISHED: &[u8] = b"LookupFinished\n";
@@ -296,13 +305,13 @@ impl Categories {
 /// Write one hit line: `Category=<c>[_n]|MatchedIndicator=<v>|<context>\n`.
 pub fn encode_hit(out: &mut Vec<u8>, category: &[u8], nth: u32, matched: &[u8], context: &[u8]) {
     out.extend_from_slice(b"Category=");
-    crate::feed::context::escape_into(out, category, false);
+    escape_into(out, category, false);
     if nth > 1 {
         out.push(b'_');
         push_u32(out, nth);
     }
     out.extend_from_slice(b"|MatchedIndicator=");
-    crate::feed::context::escape_into(out, matched, false);
+    escape_into(out, matched, false);
     if !context.is_empty() {
         out.push(b'|');
         out.extend_from_slice(context);
@@ -322,6 +331,165 @@ fn push_u32(out: &mut Vec<u8>, mut n: u32) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// What answering one line did, for logs and counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Indicators by kind, indexed by `Kind::index()`.
+    pub by_kind: [u32; 5],
+    pub hits: u32,
+    /// Some indicator had more than `max_hits` matches; the rest were dropped.
+    pub truncated: bool,
+}
+
+/// Answers request lines: reusable buffers, so answering allocates nothing once warm.
+/// The server's connections and `tracer lookup` both go through it, so the command
+/// line prints exactly what the server sends.
+pub struct Responder {
+    max_hits: usize,
+    scratch: Scratch,
+    hits: Vec<Hit>,
+    categories: Categories,
+}
+
+impl Responder {
+    pub fn new(max_hits: usize) -> Responder {
+        Responder {
+            max_hits,
+            scratch: Scratch::default(),
+            hits: Vec::new(),
+            categories: Categories::default(),
+        }
+    }
+
+    /// Append the whole answer to `line` to `out`; `on_hit` sees every hit written.
+    pub fn answer(
+        &mut self,
+        snapshot: &Snapshot,
+        line: &[u8],
+        out: &mut Vec<u8>,
+        mut on_hit: impl FnMut(&AnswerHit<'_>),
+    ) -> Outcome {
+        let Responder {
+            max_hits,
+            scratch,
+            hits,
+            categories,
+        } = self;
+        categories.clear();
+        let mut outcome = Outcome::default();
+        for_each_indicator(line, |ind| {
+            outcome.by_kind[ind.kind.index()] += 1;
+            hits.clear();
+            let found = snapshot.feed_hits(ind.kind, ind.value, scratch, *max_hits, hits);
+            outcome.truncated |= found > *max_hits;
+            for &hit in hits.iter() {
+                let h = snapshot.hit(hit);
+                on_hit(&h);
+                let nth = categories.next(h.category);
+                encode_hit(out, h.category, nth, ind.value, h.context);
+                outcome.hits += 1;
+            }
+        });
+        out.extend_from_slice(FINISHED);
+        outcome
+    }
+}
+
+/// One hit line as a client reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HitLine<'a> {
+    /// The category, with any `_2` suffix.
+    pub category: &'a [u8],
+    /// The indicator as the client sent it (escaped as on the wire).
+    pub matched: &'a [u8],
+    /// The record's fields, `k=v|k=v` (empty when it has none).
+    pub context: &'a [u8],
+}
+
+/// Parse a hit line (without its LF): `Category=…|MatchedIndicator=…[|context]`.
+pub fn parse_hit(line: &[u8]) -> Option<HitLine<'_>> {
+    let rest = line.strip_prefix(b"Category=")?;
+    let bar = memchr::memchr(b'|', rest)?;
+    let category = &rest[..bar];
+    let rest = rest[bar + 1..].strip_prefix(b"MatchedIndicator=")?;
+    let (matched, context) = match memchr::memchr(b'|', rest) {
+        Some(end) => (&rest[..end], &rest[end + 1..]),
+        None => (rest, &rest[rest.len()..]),
+    };
+    (!category.is_empty()).then_some(HitLine {
+        category,
+        matched,
+        context,
+    })
+}
+
+/// Splits a stream of answer bytes into answers: the lines before each
+/// `LookupFinished` (or a `PONG`), however reads split the stream.
+#[derive(Default)]
+pub struct AnswerSplitter {
+    data: Vec<u8>,
+    /// Start of the answer being collected.
+    answer_start: usize,
+    /// Where the search for the next LF resumes.
+    scanned: usize,
+    /// Lines of the answer being collected, as ranges of `data`.
+    lines: Vec<(usize, usize)>,
+}
+
+/// One complete answer.
+pub enum Answer<'a> {
+    /// The hit lines (without LF) of one `LookupFinished` answer.
+    Lookup(Vec<&'a [u8]>),
+    Pong,
+}
+
+impl AnswerSplitter {
+    /// Add bytes read from the connection.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Call `f` with every answer completed by the bytes pushed so far.
+    pub fn drain(&mut self, mut f: impl FnMut(Answer<'_>)) {
+        while let Some(off) = memchr::memchr(b'\n', &self.data[self.scanned..]) {
+            let line_start = self.lines.last().map_or(self.answer_start, |l| l.1 + 1);
+            let end = self.scanned + off;
+            let line = &self.data[line_start..end];
+            if line == &FINISHED[..FINISHED.len() - 1] || line == &PONG[..PONG.len() - 1] {
+                let pong = line == &PONG[..PONG.len() - 1];
+                if pong && self.lines.is_empty() {
+                    f(Answer::Pong);
+                } else {
+                    let lines = self.lines.iter().map(|&(s, e)| &self.data[s..e]).collect();
+                    f(Answer::Lookup(lines));
+                }
+                self.lines.clear();
+                self.answer_start = end + 1;
+            } else {
+                self.lines.push((line_start, end));
+            }
+            self.scanned = end + 1;
+        }
+        // Drop what has been answered; keep the unfinished answer at the front.
+        if self.answer_start > 0 {
+            let cut = self.answer_start;
+            self.data.drain(..cut);
+            for l in &mut self.lines {
+                l.0 -= cut;
+                l.1 -= cut;
+            }
+            self.scanned -= cut;
+            self.answer_start = 0;
+        }
+    }
+
+    /// Bytes of an answer begun but not finished (a connection that ends here ended
+    /// in the middle of an answer).
+    pub fn partial(&self) -> usize {
+        self.data.len()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,103 @@
+//! What an engine serves and how it is loaded: compiled index files (opened and
+//! checked) and feed files (compiled in memory, all into one index), in that order.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::index::compile::{CompileError, Compiler, FeedSpec, FeedSummary};
+use crate::index::{Index, IndexError, IndexSet};
+use crate::indicator::Kind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// Everything `serve` or `lookup` loads: index files, then feeds compiled in memory.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    pub indexes: Vec<PathBuf>,
+    pub feeds: Vec<FeedSpec>,
+    /// Refuse a feed with any malformed row instead of skipping the row.
+    pub strict: bool,
+}
+
+impl Sources {
+    /// The bundled demo feeds in `root` (`fixtures/`), what `serve` uses when given
+    /// none.
+    pub fn demo(root: &Path) -> Sources {
+        let f = |name: &str, key: &str, kind: Option<Kind>| {
+            let mut s = FeedSpec::new(root.join(name), key);
+            s.kind = kind;
+            s
+        };
+        Sources {
+            indexes: Vec::new(),
+            feeds: vec![
+                f("demo_ioc.csv", "ioc", None),
+                f("Phishing_URL_Data_Feed.json", "mask", Some(Kind::Url)),
+                f("Malicious_Hash_Data_Feed.json", "MD5", Some(Kind::Hash)),
+                f("ip_reputation.csv", "ip", Some(Kind::Ip)),
+                f("bad_domains.txt", "domain", Some(Kind::Domain)),
+            ],
+            strict: false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.indexes.is_empty() && self.feeds.is_empty()
+    }
+
+    /// Every file a reload depends on (for `--watch`).
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut v = self.indexes.clone();
+        v.extend(self.feeds.iter().map(|f| f.path.clone()));
+        v
+    }
+
+    /// Open the index files and compile the feeds (all feeds into one in-memory index).
+    pub fn load(&self) -> Result<IndexSet, LoadError> {
+        let mut parts = Vec::with_capacity(self.indexes.len() + 1);
+        for path in &self.indexes {
+            let started = Instant::now();
+            let index = Index::open(path)?;
+            tracing::info!(
+                file = %path.display(),
+                records = index.record_count(),
+                bytes = index.size(),
+                ms = started.elapsed().as_millis() as u64,
+                "index opened"
+            );
+            parts.push(index);
+        }
+        if !self.feeds.is_empty() {
+            let mut compiler = Compiler::new(self.strict);
+            for spec in &self.feeds {
+                let s = compiler.add_feed(spec)?;
+                log_summary(&spec.path, &s);
+            }
+            let image = compiler.finish_to_vec()?;
+            parts.push(Index::from_bytes(Path::new("<feeds>"), &image)?);
+        }
+        Ok(IndexSet::new(parts))
+    }
+}
+
+fn log_summary(path: &Path, s: &FeedSummary) {
+    tracing::info!(
+        feed = %path.display(),
+        category = %s.category,
+        records = s.records,
+        urls = s.entries[Kind::Url.index()],
+        masks = s.masks,
+        domains = s.entries[Kind::Domain.index()],
+        ips = s.entries[Kind::Ip.index()],
+        hashes = s.entries[Kind::Hash.index()],
+        raw = s.entries[Kind::Raw.index()],
+        skipped = s.skipped,
+        "feed loaded"
+    );
+}
