@@ -20,11 +20,15 @@ fn main() -> anyhow::Result<()> {
     let mut indexes = Vec::new();
     let mut hits = None;
     let mut misses = None;
+    let mut passes = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--hits" => hits = args.next().map(PathBuf::from),
             "--misses" => misses = args.next().map(PathBuf::from),
+            // A fixed amount of work instead of one second, for instruction counts
+            // (`valgrind --tool=callgrind`), which do not depend on the host's noise.
+            "--passes" => passes = args.next().and_then(|n| n.parse::<u64>().ok()),
             _ => indexes.push(PathBuf::from(a)),
         }
     }
@@ -50,16 +54,22 @@ fn main() -> anyhow::Result<()> {
             by_key.entry(key).or_default().push(l);
         }
         for (key, lines) in by_key {
-            let rate =
-                measure(&set, &lines, want_hit).with_context(|| format!("{key} {label}s"))?;
+            let rate = measure(&set, &lines, want_hit, passes)
+                .with_context(|| format!("{key} {label}s"))?;
             println!("| {key} | {label} | {:.0} | {:.0} |", rate, 1e9 / rate);
         }
     }
     Ok(())
 }
 
-/// Look every line up repeatedly for about a second; returns lookups per second.
-fn measure(set: &IndexSet, lines: &[String], want_hit: bool) -> anyhow::Result<f64> {
+/// Look every line up repeatedly for about a second (or `passes` times over);
+/// returns lookups per second.
+fn measure(
+    set: &IndexSet,
+    lines: &[String],
+    want_hit: bool,
+    passes: Option<u64>,
+) -> anyhow::Result<f64> {
     let mut inds = Vec::new();
     let mut parsed = Vec::new();
     for l in lines {
@@ -87,16 +97,23 @@ fn measure(set: &IndexSet, lines: &[String], want_hit: bool) -> anyhow::Result<f
     let mut done = 0u64;
     let mut sink = 0usize;
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(1) {
+    while match passes {
+        Some(n) => done < n * parsed.len() as u64,
+        None => started.elapsed() < Duration::from_secs(1),
+    } {
         for (kind, value) in &parsed {
             hits.clear();
             set.lookup(*kind, value, &mut scratch, 32, &mut hits);
             for h in &hits {
-                sink += set.record(*h).context.len();
+                sink += record_len(set, *h);
             }
         }
         done += parsed.len() as u64;
     }
     std::hint::black_box(sink);
     Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+fn record_len(set: &IndexSet, h: tracer::index::Hit) -> usize {
+    set.record(h).context.len()
 }
