@@ -3,15 +3,22 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{Cli, Command, LogFormat};
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = cli::rewrite_legacy(std::env::args().collect());
     let cli = Cli::parse_from(args);
+    // A panic is a bug: say where, through the log (and its file), not only stderr.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        tracing::error!(thread = thread.name().unwrap_or("?"), "panic: {info}");
+    }));
     let default = match cli.command {
         Command::Serve(_) | Command::Compile(_) => "info",
         _ => "warn",
@@ -19,22 +26,23 @@ fn main() -> ExitCode {
     let wanted = cli.log.as_deref().unwrap_or(default);
     let filter = EnvFilter::try_new(wanted).unwrap_or_else(|_| EnvFilter::new(default));
     let stdout = &mut std::io::stdout().lock();
+    let format = cli.log_format;
     let result = match &cli.command {
-        Command::Serve(args) => serve(args, filter),
+        Command::Serve(args) => serve(args, filter, format),
         Command::Compile(args) => {
-            init_stderr_logging(filter);
+            init_stderr_logging(filter, format);
             cli::commands::compile(args, stdout)
         }
         Command::Lookup(args) => {
-            init_stderr_logging(filter);
+            init_stderr_logging(filter, format);
             cli::commands::lookup(args, stdout)
         }
         Command::Inspect(args) => {
-            init_stderr_logging(filter);
+            init_stderr_logging(filter, format);
             cli::commands::inspect(args, stdout)
         }
         Command::Generate(args) => {
-            init_stderr_logging(filter);
+            init_stderr_logging(filter, format);
             cli::commands::generate(args)
         }
     };
@@ -47,16 +55,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_stderr_logging(filter: EnvFilter) {
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+/// A log layer writing to `writer`: text (colour only on a terminal) or JSON lines.
+fn layer<S, W>(
+    writer: W,
+    format: LogFormat,
+    ansi: bool,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_target(false);
+    match format {
+        LogFormat::Text => fmt.with_ansi(ansi).boxed(),
+        LogFormat::Json => fmt.json().with_current_span(false).boxed(),
+    }
+}
+
+fn init_stderr_logging(filter: EnvFilter, format: LogFormat) {
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer(std::io::stderr, format, ansi))
         .init();
 }
 
-fn serve(args: &cli::ServeArgs, filter: EnvFilter) -> anyhow::Result<()> {
-    use tracing_subscriber::prelude::*;
+fn serve(args: &cli::ServeArgs, filter: EnvFilter, format: LogFormat) -> anyhow::Result<()> {
     let config = args.config().map_err(anyhow::Error::msg)?;
     let mut sources = args.sources().map_err(anyhow::Error::msg)?;
     // The file writer's guard flushes on drop: keep it for the life of the server.
@@ -73,22 +99,14 @@ fn serve(args: &cli::ServeArgs, filter: EnvFilter) -> anyhow::Result<()> {
             let (writer, guard) =
                 tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, name));
             _guard = Some(guard);
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(writer)
-                    .with_ansi(false)
-                    .with_target(false),
-            )
+            Some(layer(writer, format, false))
         }
         None => None,
     };
+    let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false),
-        )
+        .with(layer(std::io::stderr, format, ansi))
         .with(file_layer)
         .init();
     if sources.is_empty() {

@@ -11,13 +11,15 @@ use tracer::engine::{Engine, Sources};
 use tracer::index::compile::Compiler;
 use tracer::index::Index;
 use tracer::indicator::Kind;
-use tracer::protocol::cybertrace::Responder;
+use tracer::protocol::cybertrace::{Limits, Responder};
 
 /// `tracer compile`.
 pub fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (spec, target) = args.spec().map_err(anyhow::Error::msg)?;
     let started = Instant::now();
-    let mut compiler = Compiler::new(args.strict).with_progress();
+    let mut compiler = Compiler::new(args.strict)
+        .allow_broad_masks(args.allow_broad_masks)
+        .with_progress();
     let summary = compiler.add_feed(&spec)?;
     let read_secs = started.elapsed().as_secs_f64();
     let sections = compiler.finish()?;
@@ -60,6 +62,8 @@ pub fn lookup(args: &LookupArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         indexes: args.indexes.clone(),
         feeds: args.feeds.specs().map_err(anyhow::Error::msg)?,
         strict: args.feeds.strict,
+        allow_broad_masks: args.feeds.allow_broad_masks,
+        index_mode: Default::default(),
     };
     if sources.is_empty() {
         anyhow::bail!("give an index with -l FILE.tracer or a feed with -f FILE -k KEY");
@@ -67,7 +71,11 @@ pub fn lookup(args: &LookupArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let engine = Engine::load(sources)?;
     let line = args.indicators.join("|");
     let mut answer = Vec::new();
-    Responder::new(args.max_hits).answer(&engine.current(), line.as_bytes(), &mut answer, |_| {});
+    let limits = Limits {
+        max_hits: args.max_hits,
+        max_hits_per_line: args.max_hits_per_line,
+    };
+    Responder::new(limits).answer(&engine.current(), line.as_bytes(), &mut answer, |_| {});
     out.write_all(&answer)?;
     Ok(())
 }
@@ -88,7 +96,12 @@ pub fn inspect(args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             meta.tool_version,
             index.header().crate_versions
         )?;
-        writeln!(out, "  built           {} (unix time)", meta.built_unix)?;
+        let built = std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.built_unix);
+        writeln!(
+            out,
+            "  built           {}",
+            humantime::format_rfc3339_seconds(built)
+        )?;
         writeln!(
             out,
             "  size            {} bytes, opened and verified in {open_ms:.1} ms",

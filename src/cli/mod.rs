@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracer::engine::Sources;
 use tracer::feed::Format;
 use tracer::index::compile::FeedSpec;
+use tracer::index::storage::IndexMode;
 use tracer::indicator::Kind;
 use tracer::serve::{self, IoMode};
 
@@ -31,6 +32,10 @@ pub struct Cli {
     /// `info` for serve and compile, `warn` for the other commands.
     #[arg(long, global = true, env = "TRACER_LOG")]
     pub log: Option<String>,
+    /// Log line format: `text` for people, `json` (one object per line) for shipping
+    /// tracer's own logs into a SIEM.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +52,13 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write large synthetic feeds (for benchmarks and load tests).
     Generate(GenerateArgs),
+}
+
+/// `--log-format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `--kind` values.
@@ -100,7 +112,8 @@ pub struct FeedArgs {
     /// Feed file (JSON, NDJSON, CSV, text), compiled in memory at start.
     #[arg(short = 'f', long = "feed")]
     pub feeds: Vec<PathBuf>,
-    /// Indicator field of the feed, dotted for nested fields (`files.MD5`).
+    /// Indicator field of the feed, dotted for nested fields (`files.MD5`); a text
+    /// feed needs none.
     #[arg(short = 'k', long = "key")]
     pub keys: Vec<String>,
     #[arg(long = "kind", value_enum)]
@@ -116,6 +129,10 @@ pub struct FeedArgs {
     /// Fail on the first malformed row instead of skipping it.
     #[arg(long)]
     pub strict: bool,
+    /// Keep URL masks that would match every URL (`*`, `*/*`, `scheme:/*`); they are
+    /// skipped as bad rows otherwise.
+    #[arg(long)]
+    pub allow_broad_masks: bool,
 }
 
 /// Pick the value for feed `i` of `n`: one per feed, or one for all.
@@ -135,8 +152,8 @@ impl FeedArgs {
         let n = self.feeds.len();
         let mut out = Vec::with_capacity(n);
         for (i, path) in self.feeds.iter().enumerate() {
-            let key = per_feed("-k", &self.keys, i, n)?
-                .ok_or_else(|| format!("{}: give the indicator field with -k", path.display()))?;
+            // No `-k`: fine for a text feed; other formats say so when read.
+            let key = per_feed("-k", &self.keys, i, n)?.unwrap_or_default();
             let mut spec = FeedSpec::new(path.clone(), key);
             spec.kind = per_feed("--kind", &self.kinds, i, n)?.and_then(KindArg::kind);
             spec.category = per_feed("--category", &self.categories, i, n)?;
@@ -145,6 +162,26 @@ impl FeedArgs {
             out.push(spec);
         }
         Ok(out)
+    }
+}
+
+/// `--index-mode` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IndexModeArg {
+    /// Read each index file into memory: nothing done to the file afterwards
+    /// changes what is served.
+    Read,
+    /// Map a private copy of each index file (for indexes larger than memory; costs
+    /// the disk space of the copy).
+    Map,
+}
+
+impl IndexModeArg {
+    fn mode(self) -> IndexMode {
+        match self {
+            IndexModeArg::Read => IndexMode::Read,
+            IndexModeArg::Map => IndexMode::Map,
+        }
     }
 }
 
@@ -170,9 +207,16 @@ impl IoArg {
 pub struct ServeArgs {
     #[command(flatten)]
     pub feeds: FeedArgs,
-    /// Compiled index file (memory-mapped); may repeat.
+    /// Compiled index file; may repeat.
     #[arg(short = 'l', long = "load")]
     pub indexes: Vec<PathBuf>,
+    /// How index files are held while served.
+    #[arg(long, value_enum, default_value = "read")]
+    pub index_mode: IndexModeArg,
+    /// Start even though another tracer serves this port: share it, then tell the
+    /// other one to drain and exit (a zero-downtime upgrade or restart).
+    #[arg(long)]
+    pub takeover: bool,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:16666")]
     pub listen: SocketAddr,
@@ -185,6 +229,9 @@ pub struct ServeArgs {
     /// Most hits returned per indicator.
     #[arg(long, default_value_t = 32)]
     pub max_hits: usize,
+    /// Most hit lines in the answer to one request line; the answer ends there.
+    #[arg(long, default_value_t = 1024)]
+    pub max_hits_per_line: usize,
     /// Longest request line in bytes; longer lines are discarded and answered empty.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_line: usize,
@@ -194,6 +241,10 @@ pub struct ServeArgs {
     /// Close a connection idle this many seconds (default: never).
     #[arg(long)]
     pub idle_timeout: Option<u64>,
+    /// After SIGTERM, seconds connections may take to answer what they received
+    /// before they are closed anyway.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain_timeout: f64,
     /// Accept clients only from these networks (comma-separated CIDRs).
     #[arg(long, value_delimiter = ',')]
     pub allow: Vec<String>,
@@ -223,8 +274,9 @@ pub struct CompileArgs {
     /// The Python tool's spelling of FEED ("dump").
     #[arg(short = 'd', long = "dump", hide = true)]
     pub dump: Option<PathBuf>,
+    /// Indicator field (not needed for a text feed).
     #[arg(short = 'k', long = "key")]
-    pub key: String,
+    pub key: Option<String>,
     #[arg(long, value_enum, default_value = "auto")]
     pub kind: KindArg,
     #[arg(long)]
@@ -235,6 +287,9 @@ pub struct CompileArgs {
     pub format: Option<FormatArg>,
     #[arg(long)]
     pub strict: bool,
+    /// Keep URL masks that would match every URL.
+    #[arg(long)]
+    pub allow_broad_masks: bool,
     /// Output file (default: FEED.tracer).
     #[arg(short = 'o', long = "out")]
     pub out: Option<PathBuf>,
@@ -252,7 +307,7 @@ impl CompileArgs {
             name.push(".tracer");
             PathBuf::from(name)
         });
-        let mut spec = FeedSpec::new(feed, self.key.clone());
+        let mut spec = FeedSpec::new(feed, self.key.clone().unwrap_or_default());
         spec.kind = self.kind.kind();
         spec.category = self.category.clone();
         spec.records = self.records.clone();
@@ -270,6 +325,8 @@ pub struct LookupArgs {
     pub feeds: FeedArgs,
     #[arg(long, default_value_t = 32)]
     pub max_hits: usize,
+    #[arg(long, default_value_t = 1024)]
+    pub max_hits_per_line: usize,
     /// Indicators as `key=value` (`url=…`, `ip=…`, `hash=…`, `domain=…`) or bare
     /// values; together they form one request line.
     #[arg(required = true)]
@@ -306,21 +363,28 @@ pub struct GenerateArgs {
 /// Map the Python tool's invocations onto subcommands: `tracer -d F -k K` compiles,
 /// `tracer -f F -k K` / `tracer -l X` serves.
 pub fn rewrite_legacy(mut args: Vec<String>) -> Vec<String> {
-    let Some(first) = args.get(1) else {
+    // Skip the global options (`--log X`, `--log-format X`, `--log=X`) to the first
+    // word that says what to do.
+    let mut i = 1;
+    while let Some(a) = args.get(i) {
+        match a.as_str() {
+            "--log" | "--log-format" => i += 2,
+            a if a.starts_with("--log=") || a.starts_with("--log-format=") => i += 1,
+            _ => break,
+        }
+    }
+    let Some(first) = args.get(i) else {
         return args;
     };
     let is_flag = first.starts_with('-');
-    let is_meta = matches!(
-        first.as_str(),
-        "-h" | "--help" | "-V" | "--version" | "--log"
-    );
+    let is_meta = matches!(first.as_str(), "-h" | "--help" | "-V" | "--version");
     if is_flag && !is_meta {
         let sub = if args.iter().any(|a| a == "-d") {
             "compile"
         } else {
             "serve"
         };
-        args.insert(1, sub.to_string());
+        args.insert(i, sub.to_string());
     }
     args
 }
@@ -357,13 +421,25 @@ impl ServeArgs {
             indexes: self.indexes.clone(),
             feeds: self.feeds.specs()?,
             strict: self.feeds.strict,
+            allow_broad_masks: self.feeds.allow_broad_masks,
+            index_mode: self.index_mode.mode(),
         })
     }
 
     /// The validated server settings.
     pub fn config(&self) -> Result<serve::Config, String> {
-        if self.max_line == 0 || self.max_hits == 0 || self.max_connections == 0 {
-            return Err("--max-line, --max-hits and --max-connections must be positive".into());
+        if self.max_line == 0
+            || self.max_hits == 0
+            || self.max_hits_per_line == 0
+            || self.max_connections == 0
+        {
+            return Err(
+                "--max-line, --max-hits, --max-hits-per-line and --max-connections must be positive"
+                    .into(),
+            );
+        }
+        if !(self.drain_timeout.is_finite() && self.drain_timeout >= 0.0) {
+            return Err("--drain-timeout must be a number of seconds".into());
         }
         let threads = match self.threads {
             Some(0) => return Err("--threads must be positive".into()),
@@ -375,14 +451,17 @@ impl ServeArgs {
             threads,
             io: self.io.mode(),
             max_hits: self.max_hits,
+            max_hits_per_line: self.max_hits_per_line,
             max_line: self.max_line,
             max_connections: self.max_connections,
             idle_timeout: self
                 .idle_timeout
                 .filter(|&s| s > 0)
                 .map(Duration::from_secs),
+            drain_timeout: Duration::from_secs_f64(self.drain_timeout),
             allow: parse_allow(&self.allow)?,
             log_requests: self.log_requests,
+            takeover: self.takeover,
             watch: self.watch,
             metrics: self.metrics,
             bare: self.bare,
@@ -413,6 +492,14 @@ mod tests {
             "serve"
         );
         assert_eq!(rewrite_legacy(v(&["tracer", "inspect", "x"]))[1], "inspect");
+        assert_eq!(
+            rewrite_legacy(v(&["tracer", "--log-format", "json", "compile", "x"])),
+            v(&["tracer", "--log-format", "json", "compile", "x"])
+        );
+        assert_eq!(
+            rewrite_legacy(v(&["tracer", "--log", "debug", "-f", "a.csv", "-k", "ioc"]))[3],
+            "serve"
+        );
         let cli = Cli::try_parse_from(rewrite_legacy(v(&["tracer", "-d", "a.csv", "-k", "ioc"])))
             .expect("legacy dump parses");
         match cli.command {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::index::compile::{CompileError, Compiler, FeedSpec, FeedSummary};
+use crate::index::storage::IndexMode;
 use crate::index::{Index, IndexError, IndexSet};
 use crate::indicator::Kind;
 
@@ -23,6 +24,10 @@ pub struct Sources {
     pub feeds: Vec<FeedSpec>,
     /// Refuse a feed with any malformed row instead of skipping the row.
     pub strict: bool,
+    /// Keep URL masks that match every URL (normally skipped as bad rows).
+    pub allow_broad_masks: bool,
+    /// How index files are held while served.
+    pub index_mode: IndexMode,
 }
 
 impl Sources {
@@ -44,6 +49,8 @@ impl Sources {
                 f("bad_domains.txt", "domain", Some(Kind::Domain)),
             ],
             strict: false,
+            allow_broad_masks: false,
+            index_mode: IndexMode::Read,
         }
     }
 
@@ -63,7 +70,7 @@ impl Sources {
         let mut parts = Vec::with_capacity(self.indexes.len() + 1);
         for path in &self.indexes {
             let started = Instant::now();
-            let index = Index::open(path)?;
+            let index = Index::open_with(path, self.index_mode)?;
             tracing::info!(
                 file = %path.display(),
                 records = index.record_count(),
@@ -74,7 +81,7 @@ impl Sources {
             parts.push(index);
         }
         if !self.feeds.is_empty() {
-            let mut compiler = Compiler::new(self.strict);
+            let mut compiler = Compiler::new(self.strict).allow_broad_masks(self.allow_broad_masks);
             for spec in &self.feeds {
                 let s = compiler.add_feed(spec)?;
                 log_summary(&spec.path, &s);

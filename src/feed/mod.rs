@@ -151,6 +151,8 @@ pub enum FeedError {
     Strict { skip: Skip },
     #[error("{}: more than {limit} records in one index; split the feed", file.display())]
     TooManyRecords { file: PathBuf, limit: u64 },
+    #[error("{}: a {format} feed needs its indicator field named (-k FIELD)", file.display())]
+    NoKey { file: PathBuf, format: &'static str },
 }
 
 /// How to read one feed file.
@@ -176,6 +178,12 @@ pub fn read(path: &Path, opts: &ReadOptions, sink: &mut dyn Sink) -> Result<(), 
         Some(f) => f,
         None => Format::detect(path)?,
     };
+    if opts.key.trim().is_empty() && format != Format::Text {
+        return Err(FeedError::NoKey {
+            file: path.to_path_buf(),
+            format: format.name(),
+        });
+    }
     let io = |source| FeedError::Io {
         file: path.to_path_buf(),
         source,

@@ -91,6 +91,7 @@ pub struct Compiler {
     digests: [Vec<(Box<[u8]>, u32)>; 3],
     ips: [Vec<(u8, u128, u32)>; 2],
     strict: bool,
+    allow_broad_masks: bool,
     progress: Option<indicatif::ProgressBar>,
 }
 
@@ -101,6 +102,13 @@ impl Compiler {
             strict,
             ..Compiler::default()
         }
+    }
+
+    /// Keep URL masks that match every URL (`*`, `*/*`, `scheme:/*`…) instead of
+    /// skipping them as bad rows.
+    pub fn allow_broad_masks(mut self, allow: bool) -> Compiler {
+        self.allow_broad_masks = allow;
+        self
     }
 
     /// Show a progress line on a terminal while reading.
@@ -181,6 +189,9 @@ impl Compiler {
                 indicator::normalize_url(raw, norm);
                 if norm.is_empty() {
                     return Err("empty URL".into());
+                }
+                if !self.allow_broad_masks && masks::is_broad(norm) {
+                    return Err("URL mask would match every URL (its host part is empty or only `*`); --allow-broad-masks keeps it".into());
                 }
                 self.add_url(norm, id);
             }

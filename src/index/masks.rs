@@ -50,6 +50,15 @@ pub fn split_host(s: &[u8]) -> (&[u8], &[u8]) {
     s.split_at(end)
 }
 
+/// Is `mask` (normalized) one that matches every URL and every domain: a host part
+/// that is empty or only `*` and dots (`*`, `*/*`, `/*`, `scheme:/*` normalized)?
+/// One such row in a feed would make every lookup a hit, so the compiler refuses it
+/// unless told otherwise.
+pub fn is_broad(mask: &[u8]) -> bool {
+    let (host, _) = split_host(mask);
+    mask.contains(&b'*') && host.iter().all(|&b| b == b'*' || b == b'.')
+}
+
 /// Does `mask` match the normalized `url`? See the module docs for the semantics.
 pub fn matches(mask: &[u8], url: &[u8]) -> bool {
     let (mh, mr) = split_host(mask);
@@ -500,6 +509,45 @@ fn walk<D: AsRef<[u8]>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_that_match_everything_are_recognized() {
+        let norm = |s: &str| {
+            let mut out = Vec::new();
+            crate::indicator::normalize_url(s.as_bytes(), &mut out);
+            out
+        };
+        for broad in [
+            "*",
+            "*/*",
+            "/*",
+            "scheme:/*",
+            "http://*",
+            "https://*/",
+            "*.*/*",
+            ".*",
+            "**",
+            "*?*",
+            "*:8080/*",
+            "http://*/x/*",
+        ] {
+            assert!(
+                is_broad(&norm(broad)),
+                "{broad} -> {:?}",
+                String::from_utf8_lossy(&norm(broad))
+            );
+        }
+        for narrow in [
+            "*.evil.com/*",
+            "a*.com/*",
+            "evil.com/*",
+            "x.com",
+            "*a/*",
+            "/path",
+        ] {
+            assert!(!is_broad(&norm(narrow)), "{narrow}");
+        }
+    }
 
     #[test]
     fn glob_semantics() {

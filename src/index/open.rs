@@ -14,7 +14,7 @@ use super::format::{self, Header, IndexError, SectionError, SectionId};
 use super::hashes::{self, Digest};
 use super::masks::Masks;
 use super::records::{self, Meta};
-use super::storage::{Bytes, Storage};
+use super::storage::{Bytes, IndexMode, Storage};
 use super::{hashtab, ip};
 use crate::indicator::Kind;
 
@@ -71,9 +71,14 @@ pub struct Index {
 }
 
 impl Index {
-    /// Map and check an index file.
+    /// Read and check an index file (in [`IndexMode::Read`]).
     pub fn open(path: &Path) -> Result<Index, IndexError> {
-        Index::from_storage(path, Storage::map(path)?)
+        Index::open_with(path, IndexMode::Read)
+    }
+
+    /// Load an index file as `mode` says, and check it.
+    pub fn open_with(path: &Path, mode: IndexMode) -> Result<Index, IndexError> {
+        Index::from_storage(path, Storage::load(path, mode)?)
     }
 
     /// Use bytes compiled in memory (`serve -f`), with the same checks as a file.

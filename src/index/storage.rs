@@ -1,35 +1,58 @@
-//! Where an index's bytes live: a mapping of the file, or a buffer in this process's
-//! memory (an index compiled in memory by `serve -f`); and writing a compiled index
-//! to its file. The only I/O of the index layer; everything else works on `&[u8]`.
+//! Where an index's bytes live, and writing a compiled index to its file: the only
+//! I/O of the index layer; everything else works on `&[u8]`.
+//!
+//! A served index must never change under the server: an operator's `cp new old`,
+//! `rsync --inplace` or `truncate` rewrites the file in place, and a plain mapping of
+//! it would then serve a mix of two indexes or die of `SIGBUS` when its pages vanish.
+//! So an index is held in one of two ways ([`IndexMode`]), and either way the bytes
+//! checked at open are the bytes served until a reload has checked new ones:
+//!
+//! - **read** (default): the file is read into this process's own memory (with
+//!   transparent huge pages where the kernel offers them, which also spares the TLB
+//!   on random lookups). Costs memory equal to the file, and the time to read it.
+//! - **map**: the file is copied to a new file that is unlinked at once (next to the
+//!   original, so a filesystem with reflinks copies nothing), and that private copy
+//!   is mapped. For indexes larger than memory: pages come from disk as needed.
+//!   Costs disk space equal to the file, and the copy.
 
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use std::io::{BufWriter, Write};
-
 use super::format::{self, IndexError, Section, SectionId};
+
+/// How an index file is held while it is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IndexMode {
+    /// Read into this process's memory.
+    #[default]
+    Read,
+    /// Map a private, unlinked copy of the file.
+    Map,
+}
 
 /// The bytes of an index.
 pub enum Storage {
+    /// A read-only mapping: anonymous memory the file was read into, or a private
+    /// copy of the file that no other process can reach.
     Mapped(memmap2::Mmap),
+    /// A buffer compiled in memory.
     Owned(rkyv::util::AlignedVec<16>),
 }
 
 impl Storage {
-    /// Map an index file read-only.
-    pub fn map(path: &Path) -> Result<Storage, IndexError> {
+    /// Load an index file as `mode` says.
+    pub fn load(path: &Path, mode: IndexMode) -> Result<Storage, IndexError> {
         let io = |source| IndexError::Io {
             file: path.to_path_buf(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
-        // SAFETY: a shared, read-only mapping. The bytes can change under us only if
-        // another process writes or truncates the file in place, which the operator
-        // must not do to a served index (README, "Replacing index files"); `compile`
-        // writes a new file and renames it.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Ok(Storage::Mapped(map))
+        match mode {
+            IndexMode::Read => read_into_memory(path).map_err(io),
+            IndexMode::Map => map_private_copy(path).map_err(io),
+        }
     }
 
     /// Copy bytes compiled in memory into a 16-aligned buffer (rkyv and the DFA need
@@ -39,6 +62,64 @@ impl Storage {
         v.extend_from_slice(bytes);
         Storage::Owned(v)
     }
+}
+
+/// Read the whole file into anonymous memory (page-aligned, so every section keeps
+/// its alignment). A file that shrinks while it is read fails here; one rewritten
+/// while it is read fails its checksums at open.
+fn read_into_memory(path: &Path) -> std::io::Result<Storage> {
+    let mut file = File::open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+    if len == 0 {
+        return Ok(Storage::copy_of(&[]));
+    }
+    let mut map = memmap2::MmapOptions::new().len(len).map_anon()?;
+    // Huge pages: fewer faults while reading, fewer TLB misses while serving. Only
+    // advice: where the kernel has none to give, small pages serve as well.
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(memmap2::Advice::HugePage);
+    file.read_exact(&mut map[..])?;
+    Ok(Storage::Mapped(map.make_read_only()?))
+}
+
+/// Copy the file to a new file that is unlinked as soon as it exists, then map the
+/// copy: no other process can reach it, so nothing can change or truncate it under
+/// the mapping.
+fn map_private_copy(path: &Path) -> std::io::Result<Storage> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut src = File::open(path)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp_name = format!(
+        ".{name}.served-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let beside = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(&tmp_name);
+    let create = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(p)
+            .map(|f| (f, p.to_path_buf()))
+    };
+    // Next to the file (same filesystem: a reflink where it can), else the temp dir.
+    let (mut copy, copy_path) =
+        create(&beside).or_else(|_| create(&std::env::temp_dir().join(&tmp_name)))?;
+    std::fs::remove_file(&copy_path)?;
+    std::io::copy(&mut src, &mut copy)?;
+    // SAFETY: the copy is unlinked and only this process holds it open, so no other
+    // process can write to or truncate it while it is mapped.
+    let map = unsafe { memmap2::Mmap::map(&copy) }?;
+    Ok(Storage::Mapped(map))
 }
 
 impl AsRef<[u8]> for Storage {

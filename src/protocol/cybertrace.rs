@@ -222,54 +222,126 @@ fn trim(v: &[u8]) -> &[u8] {
 /// Parse a request line into `out` (cleared first), in request order.
 pub fn parse_request<'a>(line: &'a [u8], out: &mut Vec<Indicator<'a>>) {
     out.clear();
-    for_each_indicator(line, |i| out.push(i));
+    out.extend(Indicators::new(line));
 }
 
-/// Call `f` with each indicator of a request line, in request order. Tokens are split
-/// at `|` (or, in a line without `|`, before each whitespace-preceded `known_key=`);
-/// each token splits at its first `=`; unknown keys and empty values are skipped. A
-/// line without any known key is one bare value of detected kind.
-pub fn for_each_indicator<'a>(line: &'a [u8], mut f: impl FnMut(Indicator<'a>)) {
-    let mut any_known = false;
-    let mut token = |tok: &'a [u8]| {
-        let Some(eq) = memchr::memchr(b'=', tok) else {
-            return;
-        };
-        if let Some(kind) = key_kind(&tok[..eq]) {
-            any_known = true;
-            let value = trim(&tok[eq + 1..]);
-            if !value.is_empty() {
-                f(Indicator { kind, value });
-            }
-        }
-    };
-    if memchr::memchr(b'|', line).is_some() {
-        line.split(|&b| b == b'|').for_each(&mut token);
-    } else {
-        // Splunk style: `ip=1.2.3.4 md5=ABC…`, split before each ` key=`.
-        let mut start = 0;
-        for i in 0..line.len() {
-            if !line[i].is_ascii_whitespace() {
-                continue;
-            }
-            let after = &line[i + 1..];
-            if let Some(eq) = memchr::memchr(b'=', after) {
-                let k = &after[..eq];
-                if !k.iter().any(u8::is_ascii_whitespace) && key_kind(k).is_some() {
-                    token(&line[start..i]);
-                    start = i + 1;
-                }
-            }
-        }
-        token(&line[start..]);
+/// Call `f` with each indicator of a request line, in request order.
+pub fn for_each_indicator<'a>(line: &'a [u8], f: impl FnMut(Indicator<'a>)) {
+    Indicators::new(line).for_each(f);
+}
+
+/// Where an iteration over a line's indicators stands, so it can stop and resume
+/// later on the same line (an answer written in pieces).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pos: usize,
+    state: Split,
+    /// A known key was seen: the line is not one bare value.
+    seen_known: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Split {
+    #[default]
+    Start,
+    /// Tokens separated by `|`.
+    Pipe,
+    /// No `|`: tokens start at each whitespace-preceded `known_key=` (Splunk style).
+    Spaces,
+    /// All tokens seen; a line without any known key is one bare value.
+    End,
+    Done,
+}
+
+/// The indicators of a request line, in request order. Tokens are split at `|` (or,
+/// in a line without `|`, before each whitespace-preceded `known_key=`); each token
+/// splits at its first `=`; unknown keys and empty values are skipped. A line without
+/// any known key is one bare value of detected kind.
+pub struct Indicators<'a> {
+    line: &'a [u8],
+    cur: Cursor,
+}
+
+impl<'a> Indicators<'a> {
+    pub fn new(line: &'a [u8]) -> Indicators<'a> {
+        Indicators::resume(line, Cursor::default())
     }
-    if !any_known {
-        let value = trim(line);
-        if !value.is_empty() {
-            f(Indicator {
-                kind: indicator::detect(value),
-                value,
-            });
+
+    /// Continue an iteration over `line` from `cur` (from [`Indicators::cursor`]).
+    pub fn resume(line: &'a [u8], cur: Cursor) -> Indicators<'a> {
+        Indicators { line, cur }
+    }
+
+    pub fn cursor(&self) -> Cursor {
+        self.cur
+    }
+
+    fn token(&mut self, tok: &'a [u8]) -> Option<Indicator<'a>> {
+        let eq = memchr::memchr(b'=', tok)?;
+        let kind = key_kind(&tok[..eq])?;
+        self.cur.seen_known = true;
+        let value = trim(&tok[eq + 1..]);
+        (!value.is_empty()).then_some(Indicator { kind, value })
+    }
+
+    /// The next Splunk-style token boundary at or after `from`: a whitespace byte
+    /// followed by `known_key=`.
+    fn next_space_boundary(&self, from: usize) -> Option<usize> {
+        let line = self.line;
+        (from..line.len()).find(|&i| {
+            line[i].is_ascii_whitespace() && {
+                let after = &line[i + 1..];
+                memchr::memchr(b'=', after).is_some_and(|eq| {
+                    let k = &after[..eq];
+                    !k.iter().any(u8::is_ascii_whitespace) && key_kind(k).is_some()
+                })
+            }
+        })
+    }
+}
+
+impl<'a> Iterator for Indicators<'a> {
+    type Item = Indicator<'a>;
+
+    fn next(&mut self) -> Option<Indicator<'a>> {
+        let line = self.line;
+        loop {
+            let pos = self.cur.pos;
+            match self.cur.state {
+                Split::Start => {
+                    self.cur.state = if memchr::memchr(b'|', line).is_some() {
+                        Split::Pipe
+                    } else {
+                        Split::Spaces
+                    };
+                }
+                Split::Pipe | Split::Spaces if pos > line.len() => self.cur.state = Split::End,
+                Split::Pipe => {
+                    let end = memchr::memchr(b'|', &line[pos..]).map_or(line.len(), |i| pos + i);
+                    self.cur.pos = end + 1;
+                    if let Some(ind) = self.token(&line[pos..end]) {
+                        return Some(ind);
+                    }
+                }
+                Split::Spaces => {
+                    let end = self.next_space_boundary(pos).unwrap_or(line.len());
+                    self.cur.pos = end + 1;
+                    if let Some(ind) = self.token(&line[pos..end]) {
+                        return Some(ind);
+                    }
+                }
+                Split::End => {
+                    self.cur.state = Split::Done;
+                    let value = trim(line);
+                    if !self.cur.seen_known && !value.is_empty() {
+                        return Some(Indicator {
+                            kind: indicator::detect(value),
+                            value,
+                        });
+                    }
+                }
+                Split::Done => return None,
+            }
         }
     }
 }
@@ -341,25 +413,73 @@ pub struct Outcome {
     pub hits: u32,
     /// Some indicator had more than `max_hits` matches; the rest were dropped.
     pub truncated: bool,
+    /// The line's hits reached `max_hits_per_line`; the rest of the line was not
+    /// looked up.
+    pub line_truncated: bool,
 }
 
-/// Answers request lines: reusable buffers, so answering allocates nothing once warm.
-/// The server's connections and `tracer lookup` both go through it, so the command
-/// line prints exactly what the server sends.
-pub struct Responder {
-    max_hits: usize,
-    scratch: Scratch,
+/// Limits on one answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Hits per indicator (`--max-hits`).
+    pub max_hits: usize,
+    /// Hit lines per request line (`--max-hits-per-line`).
+    pub max_hits_per_line: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_hits: 32,
+            max_hits_per_line: 1024,
+        }
+    }
+}
+
+/// How far the answer to one line has been written: kept by the caller between the
+/// pieces of a long answer, so the answer can stop when the output is full and go on
+/// after it has been written. Start each line with a fresh (default) one.
+#[derive(Default)]
+pub struct LineState {
+    cursor: Cursor,
+    /// The indicator whose hits are being written: its value's place in the line.
+    value: (usize, usize),
     hits: Vec<Hit>,
+    next_hit: usize,
     categories: Categories,
+    outcome: Outcome,
+}
+
+impl LineState {
+    /// Ready for a new line (keeps its buffers).
+    pub fn reset(&mut self) {
+        self.cursor = Cursor::default();
+        self.value = (0, 0);
+        self.hits.clear();
+        self.next_hit = 0;
+        self.categories.clear();
+        self.outcome = Outcome::default();
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+}
+
+/// Answers request lines from an engine snapshot. Holds the lookup buffers, so
+/// answering allocates nothing once warm. The server's connections and `tracer
+/// lookup` both go through it, so the command line prints exactly what the server
+/// sends.
+pub struct Responder {
+    limits: Limits,
+    scratch: Scratch,
 }
 
 impl Responder {
-    pub fn new(max_hits: usize) -> Responder {
+    pub fn new(limits: Limits) -> Responder {
         Responder {
-            max_hits,
+            limits,
             scratch: Scratch::default(),
-            hits: Vec::new(),
-            categories: Categories::default(),
         }
     }
 
@@ -369,31 +489,71 @@ impl Responder {
         snapshot: &Snapshot,
         line: &[u8],
         out: &mut Vec<u8>,
-        mut on_hit: impl FnMut(&AnswerHit<'_>),
+        on_hit: impl FnMut(&AnswerHit<'_>),
     ) -> Outcome {
-        let Responder {
+        let mut state = LineState::default();
+        self.answer_part(snapshot, line, &mut state, out, usize::MAX, on_hit);
+        state.outcome
+    }
+
+    /// Append the answer to `line` to `out`, stopping once `out` holds `limit` bytes
+    /// or more. Returns true when the answer is complete (`LookupFinished` written);
+    /// false means: write `out`, then call again with the same `line` and `state`.
+    /// A hit line is never split, so `out` may pass `limit` by one hit line.
+    pub fn answer_part(
+        &mut self,
+        snapshot: &Snapshot,
+        line: &[u8],
+        state: &mut LineState,
+        out: &mut Vec<u8>,
+        limit: usize,
+        mut on_hit: impl FnMut(&AnswerHit<'_>),
+    ) -> bool {
+        let Limits {
             max_hits,
-            scratch,
-            hits,
-            categories,
-        } = self;
-        categories.clear();
-        let mut outcome = Outcome::default();
-        for_each_indicator(line, |ind| {
-            outcome.by_kind[ind.kind.index()] += 1;
-            hits.clear();
-            let found = snapshot.feed_hits(ind.kind, ind.value, scratch, *max_hits, hits);
-            outcome.truncated |= found > *max_hits;
-            for &hit in hits.iter() {
-                let h = snapshot.hit(hit);
+            max_hits_per_line,
+        } = self.limits;
+        loop {
+            // Hits of the current indicator.
+            while state.next_hit < state.hits.len() {
+                if out.len() >= limit {
+                    return false;
+                }
+                if state.outcome.hits as usize >= max_hits_per_line {
+                    state.outcome.line_truncated = true;
+                    out.extend_from_slice(FINISHED);
+                    return true;
+                }
+                let h = snapshot.hit(state.hits[state.next_hit]);
+                state.next_hit += 1;
                 on_hit(&h);
-                let nth = categories.next(h.category);
-                encode_hit(out, h.category, nth, ind.value, h.context);
-                outcome.hits += 1;
+                let nth = state.categories.next(h.category);
+                let (a, b) = state.value;
+                encode_hit(out, h.category, nth, &line[a..b], h.context);
+                state.outcome.hits += 1;
             }
-        });
-        out.extend_from_slice(FINISHED);
-        outcome
+            // The next indicator.
+            let mut indicators = Indicators::resume(line, state.cursor);
+            let next = indicators.next();
+            state.cursor = indicators.cursor();
+            let Some(ind) = next else {
+                out.extend_from_slice(FINISHED);
+                return true;
+            };
+            state.outcome.by_kind[ind.kind.index()] += 1;
+            let start = ind.value.as_ptr() as usize - line.as_ptr() as usize;
+            state.value = (start, start + ind.value.len());
+            state.hits.clear();
+            state.next_hit = 0;
+            let found = snapshot.feed_hits(
+                ind.kind,
+                ind.value,
+                &mut self.scratch,
+                max_hits,
+                &mut state.hits,
+            );
+            state.outcome.truncated |= found > max_hits;
+        }
     }
 }
 

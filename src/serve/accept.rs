@@ -3,14 +3,24 @@
 //!
 //! On shutdown the loop stops taking new connections, but first takes in those
 //! already waiting in the kernel's accept queue: their clients have sent requests we
-//! owe answers to.
+//! owe answers to. It then waits for its connections to drain, until the drain
+//! deadline.
+//!
+//! A connection is counted open by a [`Slot`], released when its task ends however
+//! it ends: normally, cancelled by the runtime's end, or by a panic. A panic while
+//! answering one connection is caught at the task's edge: that connection is closed
+//! and counted (`errors{reason="panic"}`); the thread, its other connections and the
+//! counters go on.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::connection;
+use futures_util::FutureExt;
+
+use super::connection::{self, End, Shutdown};
 use super::io::Acceptor;
 use super::stats::ErrorReason;
 use super::worker::Worker;
@@ -32,16 +42,12 @@ fn allowed(allow: &[IpRange], peer: SocketAddr) -> bool {
         .any(|r| r.family == family && r.start <= addr && addr <= r.end)
 }
 
-pub async fn accept_loop<A: Acceptor>(
-    listener: A,
-    worker: Rc<Worker>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn accept_loop<A: Acceptor>(listener: A, worker: Rc<Worker>, mut shutdown: Shutdown) {
     // One accept stays armed for the life of the loop and is never dropped while
     // connections may arrive: under io_uring, dropping an accept in flight discards a
     // connection the kernel has already accepted (its completion is ignored).
     let mut accept = Box::pin(listener.accept());
-    if !*shutdown.borrow() {
+    if shutdown.borrow().is_none() {
         loop {
             tokio::select! {
                 r = &mut accept => {
@@ -67,12 +73,34 @@ pub async fn accept_loop<A: Acceptor>(
             admit::<A>(stream, peer, &worker, &shutdown);
         }
     }
+    listener.close();
     drop(accept);
     drop(listener);
-    // Connections are draining; the runtime must outlive them.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while worker.open.get() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    worker.shared.listeners.fetch_sub(1, Ordering::AcqRel);
+    // Connections are draining; the runtime must outlive them, up to the deadline
+    // (and the linger of the last ones closed just before it).
+    let deadline = shutdown.borrow().unwrap_or_else(std::time::Instant::now) + connection::LINGER;
+    while worker.open.get() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.stats.drain_cut.add(worker.open.get() as u64);
+}
+
+/// One open connection, counted in the thread's and the server's totals until
+/// dropped.
+struct Slot<'w>(&'w Worker);
+
+impl<'w> Slot<'w> {
+    fn take(worker: &'w Worker) -> Slot<'w> {
+        worker.open.set(worker.open.get() + 1);
+        Slot(worker)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.shared.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.open.set(self.0.open.get().saturating_sub(1));
     }
 }
 
@@ -81,7 +109,7 @@ fn admit<A: Acceptor>(
     stream: A::Stream,
     peer: SocketAddr,
     worker: &Rc<Worker>,
-    shutdown: &tokio::sync::watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) {
     let shared = &worker.shared;
     let cfg = &shared.config;
@@ -102,12 +130,24 @@ fn admit<A: Acceptor>(
     }
     worker.stats.connections.add(1);
     A::set_nodelay(&stream);
-    worker.open.set(worker.open.get() + 1);
     let w = worker.clone();
     let rx = shutdown.clone();
     tokio::task::spawn_local(async move {
-        connection::serve(stream, peer, w.clone(), rx).await;
-        w.shared.open.fetch_sub(1, Ordering::AcqRel);
-        w.open.set(w.open.get() - 1);
+        let _slot = Slot::take(&w);
+        let served = AssertUnwindSafe(connection::serve(stream, peer, &w, rx))
+            .catch_unwind()
+            .await;
+        match served {
+            Ok(End::Drained { late }) => {
+                w.stats.drain_closed.add(1);
+                w.stats.drain_late.add(late);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                // The panic itself was logged by the panic hook, with its message.
+                let n = w.stats.error(ErrorReason::Panic);
+                tracing::error!(%peer, panics = n, "a panic while answering this connection; it was closed, the server goes on");
+            }
+        }
     });
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::indicator::IpRange;
+use crate::protocol::cybertrace::Limits;
 
 /// Which I/O runtime the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,12 +24,18 @@ pub struct Config {
     pub io: IoMode,
     /// Hits per indicator.
     pub max_hits: usize,
+    /// Hit lines per request line.
+    pub max_hits_per_line: usize,
     pub max_line: usize,
     pub max_connections: usize,
     pub idle_timeout: Option<Duration>,
+    /// After `SIGTERM`, how long connections may take to answer what they received.
+    pub drain_timeout: Duration,
     /// Client networks allowed to connect; empty = everyone.
     pub allow: Vec<IpRange>,
     pub log_requests: bool,
+    /// Start even if another tracer serves the port, then make it drain and exit.
+    pub takeover: bool,
     /// Reload when a source file changes.
     pub watch: bool,
     /// Where to serve Prometheus metrics, if anywhere.
@@ -39,6 +46,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The limits on one answer.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_hits: self.max_hits,
+            max_hits_per_line: self.max_hits_per_line,
+        }
+    }
+
     /// Defaults for `listen`: what `tracer serve` uses when given no flags.
     pub fn new(listen: SocketAddr) -> Config {
         Config {
@@ -46,11 +61,14 @@ impl Config {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             io: IoMode::Auto,
             max_hits: 32,
+            max_hits_per_line: 1024,
             max_line: 64 * 1024,
             max_connections: 16384,
             idle_timeout: None,
+            drain_timeout: Duration::from_secs(5),
             allow: Vec::new(),
             log_requests: false,
+            takeover: false,
             watch: false,
             metrics: None,
             bare: false,

@@ -4,10 +4,45 @@
 //! the kernel uses it.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Socket options and non-blocking checks, done with plain syscalls on the
+/// descriptor whichever runtime owns it.
+fn with_socket<T>(fd: &(impl AsRawFd + ?Sized), f: impl FnOnce(socket2::SockRef<'_>) -> T) -> T {
+    // SAFETY: the descriptor belongs to a stream that outlives this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) };
+    f(socket2::SockRef::from(&fd))
+}
+
+/// Whether bytes (or an EOF) wait in the socket's receive queue: a peek that never
+/// blocks.
+fn input_pending(fd: &(impl AsRawFd + ?Sized)) -> bool {
+    let mut one = [MaybeUninit::<u8>::uninit(); 1];
+    with_socket(fd, |s| {
+        s.recv_with_flags(&mut one, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            .is_ok()
+    })
+}
+
+/// Hold partial segments back (`TCP_CORK`) until the socket is shut down or
+/// uncorked: the last answer of a connection and its FIN then leave in one segment,
+/// so the client reads the answer and the end of the connection together.
+pub fn cork(fd: &(impl AsRawFd + ?Sized)) {
+    with_socket(fd, |s| {
+        let _ = s.set_tcp_cork(true);
+    })
+}
+
+pub fn shutdown(fd: &(impl AsRawFd + ?Sized), how: std::net::Shutdown) {
+    with_socket(fd, |s| {
+        let _ = s.shutdown(how);
+    })
+}
 
 /// A connected socket.
-pub trait Transport {
+pub trait Transport: AsRawFd {
     /// Read into the spare capacity of `buf`, appending. `Ok(0)` is EOF.
     fn read_into(
         &mut self,
@@ -20,7 +55,24 @@ pub trait Transport {
     /// End the connection now. Dropping is not enough under io_uring: a cancelled read
     /// still holds the descriptor until the kernel completes it, and shutting the
     /// socket down is what completes it.
-    fn close(&self);
+    fn close(&self) {
+        shutdown(self, std::net::Shutdown::Both)
+    }
+
+    /// Send our FIN after what has been written; reading goes on.
+    fn shutdown_write(&self) {
+        shutdown(self, std::net::Shutdown::Write)
+    }
+
+    /// See [`cork`].
+    fn cork(&self) {
+        cork(self)
+    }
+
+    /// Bytes or an EOF are waiting to be read.
+    fn input_pending(&self) -> bool {
+        input_pending(self)
+    }
 }
 
 impl Transport for tokio_uring::net::TcpStream {
@@ -33,10 +85,6 @@ impl Transport for tokio_uring::net::TcpStream {
 
     async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         tokio_uring::net::TcpStream::write_all(self, buf).await
-    }
-
-    fn close(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -52,17 +100,21 @@ impl Transport for tokio::net::TcpStream {
         let res = AsyncWriteExt::write_all(self, &buf).await;
         (res, buf)
     }
-
-    fn close(&self) {
-        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
-    }
 }
 
 /// A listening socket.
-pub trait Acceptor {
+pub trait Acceptor: AsRawFd {
     type Stream: Transport + 'static;
     fn accept(&self) -> impl std::future::Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
     fn set_nodelay(stream: &Self::Stream);
+
+    /// Stop listening now. Dropping is not enough under io_uring: an accept in flight
+    /// keeps the socket listening until it completes, and it would take a connection
+    /// only to drop it. Shutting a listening socket down takes it out of the port's
+    /// `SO_REUSEPORT` group at once and completes that accept.
+    fn close(&self) {
+        shutdown(self, std::net::Shutdown::Both)
+    }
 }
 
 impl Acceptor for tokio_uring::net::TcpListener {

@@ -42,6 +42,12 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr}: port {} is already served by another tracer ({holder}); stop it first, or start this one with --takeover to take its place without a gap", addr.port())]
+    PortServed { addr: SocketAddr, holder: String },
+    #[error("cannot listen on {addr}: another process already listens on port {}", addr.port())]
+    PortInUse { addr: SocketAddr },
+    #[error("--takeover: the tracer serving port {port} refused: {answer}")]
+    TakeoverRefused { port: u16, answer: String },
     #[error("io_uring is not available here ({0}); use --io epoll or --io auto")]
     NoUring(std::io::Error),
     #[error("cannot start worker thread: {0}")]
@@ -53,10 +59,73 @@ pub enum ServerError {
 /// A running server.
 pub struct Server {
     shared: Arc<Shared>,
-    shutdown: tokio::sync::watch::Sender<bool>,
+    shutdown: tokio::sync::watch::Sender<Option<std::time::Instant>>,
     threads: Vec<JoinHandle<()>>,
     addr: SocketAddr,
     runtime: Runtime,
+    /// The port's lock; `None` only while a takeover waits for the old server to
+    /// release it (a thread then takes it).
+    lock: Arc<std::sync::Mutex<Option<listen::PortLock>>>,
+}
+
+/// Bind the listeners for `config`, taking the port's lock first (see [`listen`]).
+/// Returns the listeners, the bound address, the lock (if taken) and the process id
+/// of the server taken over from (with `--takeover`).
+type Bound = (
+    Vec<std::net::TcpListener>,
+    SocketAddr,
+    Option<listen::PortLock>,
+    Option<String>,
+);
+
+fn bind(config: &Config, threads: usize) -> Result<Bound, ServerError> {
+    let want = config.listen;
+    let listen_err = |(addr, source)| ServerError::Listen { addr, source };
+    if want.port() == 0 {
+        // A fresh ephemeral port: nobody else can be serving it.
+        let (listeners, addr) = listen::bind_all(want, threads).map_err(listen_err)?;
+        let lock = listen::PortLock::try_take(addr.port())
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        return Ok((listeners, addr, lock, None));
+    }
+    let lock = listen::PortLock::try_take(want.port())
+        .map_err(|source| ServerError::Listen { addr: want, source })?;
+    match lock {
+        Some(lock) => {
+            if listen::foreign_listener(want) {
+                return Err(ServerError::PortInUse { addr: want });
+            }
+            let (listeners, addr) = listen::bind_all(want, threads).map_err(listen_err)?;
+            Ok((listeners, addr, Some(lock), None))
+        }
+        None if !config.takeover => {
+            let holder = listen::ask_holder(want.port(), "who")
+                .map(|a| {
+                    let mut w = a.split_whitespace().skip(1);
+                    match (w.next(), w.next()) {
+                        (Some(pid), Some(addr)) => format!("pid {pid}, listening on {addr}"),
+                        _ => a.clone(),
+                    }
+                })
+                .unwrap_or_else(|e| format!("no answer: {e}"));
+            Err(ServerError::PortServed { addr: want, holder })
+        }
+        None => {
+            // Listen beside the old server first, so no connection finds no one; then
+            // ask it to hand over.
+            let (listeners, addr) = listen::bind_all(want, threads).map_err(listen_err)?;
+            let me = std::process::id();
+            let answer = listen::ask_holder(want.port(), &format!("takeover {me}"))
+                .map_err(|source| ServerError::Listen { addr, source })?;
+            match answer.strip_prefix("ok ") {
+                Some(pid) => Ok((listeners, addr, None, Some(pid.to_string()))),
+                None => Err(ServerError::TakeoverRefused {
+                    port: want.port(),
+                    answer,
+                }),
+            }
+        }
+    }
 }
 
 impl Server {
@@ -83,10 +152,33 @@ impl Server {
             Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
         }
         let threads = config.threads.max(1);
-        let (listeners, addr) = listen::bind_all(config.listen, threads)
-            .map_err(|(addr, source)| ServerError::Listen { addr, source })?;
+        let (listeners, addr, lock, took_over) = bind(&config, threads)?;
+        let lock = Arc::new(std::sync::Mutex::new(lock));
+        if let Some(pid) = &took_over {
+            tracing::info!(pid = %pid, "taking over port {} from the tracer serving it; it drains and exits", addr.port());
+            // It releases the lock when its listeners are closed; take it then.
+            let lock = lock.clone();
+            let port = addr.port();
+            std::thread::Builder::new()
+                .name("tracer-port-lock-wait".into())
+                .spawn(move || loop {
+                    match listen::PortLock::try_take(port) {
+                        Ok(Some(l)) => {
+                            *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
+                            tracing::info!("the previous tracer has released port {port}");
+                            return;
+                        }
+                        Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                        Err(e) => {
+                            tracing::warn!("cannot take the lock of port {port}: {e}");
+                            return;
+                        }
+                    }
+                })
+                .map_err(ServerError::Thread)?;
+        }
         let shared = Arc::new(Shared::new(config, engine));
-        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (tx, rx) = tokio::sync::watch::channel(None);
         let mut handles = Vec::with_capacity(threads);
         for (i, l) in listeners.into_iter().enumerate() {
             let shared = shared.clone();
@@ -107,7 +199,34 @@ impl Server {
             threads: handles,
             addr,
             runtime,
+            lock,
         })
+    }
+
+    /// Answer `who` and `takeover` requests on the port's lock (once held); a granted
+    /// takeover calls `on_takeover` with the new server's process id.
+    pub fn answer_lock_requests(&self, on_takeover: impl Fn(u32) + Send + Clone + 'static) {
+        let lock = self.lock.clone();
+        let addr = self.addr;
+        let start = move |l: &listen::PortLock| {
+            if let Err(e) = l.answer_requests(addr, on_takeover.clone()) {
+                tracing::warn!("cannot answer on the port lock: {e}");
+            }
+        };
+        if let Some(l) = &*self.lock.lock().unwrap_or_else(|p| p.into_inner()) {
+            start(l);
+            return;
+        }
+        // Taking over: the lock comes later.
+        let _ = std::thread::Builder::new()
+            .name("tracer-port-lock-answer".into())
+            .spawn(move || loop {
+                if let Some(l) = &*lock.lock().unwrap_or_else(|p| p.into_inner()) {
+                    start(l);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            });
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -122,16 +241,48 @@ impl Server {
         &self.shared
     }
 
-    /// Stop accepting, let connections answer what they received, join the threads.
+    /// Stop accepting, let connections answer what they received and close at an
+    /// answer boundary (within `--drain-timeout`), join the threads.
     pub fn shutdown(self) {
-        tracing::info!("shutting down: answering requests already received");
-        let _ = self.shutdown.send(true);
+        let started = std::time::Instant::now();
+        let timeout = self.shared.config.drain_timeout;
+        tracing::info!(
+            timeout_ms = timeout.as_millis() as u64,
+            "shutting down: answering requests already received, then closing each connection at an answer boundary"
+        );
+        let _ = self.shutdown.send(Some(started + timeout));
+        // Once every listener is closed, let the port go: a new server may start on
+        // it while this one drains.
+        let lock = self.lock.clone();
+        let shared = self.shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("tracer-port-release".into())
+            .spawn(move || {
+                let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                while shared.listeners.load(std::sync::atomic::Ordering::Acquire) > 0
+                    && std::time::Instant::now() < give_up
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+            });
         for h in self.threads {
             if h.join().is_err() {
                 tracing::error!("a worker thread panicked");
             }
         }
         let t = self.shared.stats.sum();
+        tracing::info!(
+            connections_closed = t.drain_closed,
+            requests_answered = t.drain_answered,
+            cut_at_timeout = t.drain_cut,
+            lines_after_close = t.drain_late,
+            ms = started.elapsed().as_millis() as u64,
+            "drained: {} connections closed at an answer boundary, {} requests answered during the drain, {} connections cut by --drain-timeout",
+            t.drain_closed,
+            t.drain_answered,
+            t.drain_cut
+        );
         tracing::info!(
             requests = t.requests,
             indicators = t.by_kind.iter().sum::<u64>(),
@@ -144,7 +295,15 @@ impl Server {
     }
 }
 
-/// Serve until SIGTERM/SIGINT; reload on SIGHUP (and on file changes with `--watch`).
+/// What the main thread waits for.
+enum Event {
+    Signal(i32),
+    /// Another tracer took the port over (its process id).
+    Takeover(u32),
+}
+
+/// Serve until SIGTERM/SIGINT or a takeover; reload on SIGHUP (and on file changes
+/// with `--watch`).
 pub fn run(config: Config, sources: Sources) -> Result<(), ServerError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     // Registered before the listeners open, so no signal finds the default action.
@@ -164,18 +323,38 @@ pub fn run(config: Config, sources: Sources) -> Result<(), ServerError> {
     }
     if let Some((files, stamps)) = watched {
         let engine = server.shared.engine.clone();
-        let mut stop = server.shutdown.subscribe();
+        let stop = server.shutdown.subscribe();
         std::thread::Builder::new()
             .name("tracer-watch".into())
-            .spawn(move || watch::watch_files(&engine, &files, stamps, &mut stop))
+            .spawn(move || watch::watch_files(&engine, &files, stamps, &stop))
             .map_err(ServerError::Thread)?;
     }
-    for signal in signals.forever() {
-        if signal == SIGHUP {
-            tracing::info!("SIGHUP: reloading");
-            let _ = server.shared.engine.reload();
-        } else {
-            break;
+    let (tx, events) = std::sync::mpsc::channel();
+    let to_main = tx.clone();
+    server.answer_lock_requests(move |pid| {
+        let _ = to_main.send(Event::Takeover(pid));
+    });
+    std::thread::Builder::new()
+        .name("tracer-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(Event::Signal(signal)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(ServerError::Thread)?;
+    while let Ok(event) = events.recv() {
+        match event {
+            Event::Signal(SIGHUP) => {
+                tracing::info!("SIGHUP: reloading");
+                let _ = server.shared.engine.reload();
+            }
+            Event::Signal(_) => break,
+            Event::Takeover(pid) => {
+                tracing::info!(pid, "handing the port over to a new tracer");
+                break;
+            }
         }
     }
     server.shutdown();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::accept::accept_loop;
 use super::config::IoMode;
+use super::connection::Shutdown;
 use super::worker::{Shared, Worker};
 
 /// Which runtime the workers use.
@@ -54,7 +55,7 @@ pub fn worker_thread(
     runtime: Runtime,
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let worker = Rc::new(Worker::new(shared));
     match runtime {

@@ -43,13 +43,16 @@ pub enum ErrorReason {
     MaxConnections,
     NotAllowed,
     LineTooLong,
+    /// A bug panicked while answering a connection; that connection was closed.
+    Panic,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 3] = [
+    pub const ALL: [ErrorReason; 4] = [
         ErrorReason::MaxConnections,
         ErrorReason::NotAllowed,
         ErrorReason::LineTooLong,
+        ErrorReason::Panic,
     ];
 
     pub fn label(self) -> &'static str {
@@ -57,6 +60,7 @@ impl ErrorReason {
             ErrorReason::MaxConnections => "max_connections",
             ErrorReason::NotAllowed => "not_allowed",
             ErrorReason::LineTooLong => "line_too_long",
+            ErrorReason::Panic => "panic",
         }
     }
 }
@@ -75,7 +79,16 @@ pub struct WorkerStats {
     pub batch_sum_us: Counter,
     pub connections: Counter,
     /// By `ErrorReason as usize`.
-    pub errors: [Counter; 3],
+    pub errors: [Counter; 4],
+    /// Answers cut at `--max-hits-per-line`.
+    pub lines_truncated: Counter,
+    /// The drain: requests answered after it began, connections it closed at an
+    /// answer boundary, request lines that arrived after their connection's FIN,
+    /// connections still open when `--drain-timeout` passed.
+    pub drain_answered: Counter,
+    pub drain_closed: Counter,
+    pub drain_late: Counter,
+    pub drain_cut: Counter,
     pub categories: CategoryCounts,
 }
 
@@ -187,7 +200,12 @@ pub struct Totals {
     pub batch_buckets: [u64; 11],
     pub batch_sum_us: u64,
     pub connections: u64,
-    pub errors: [u64; 3],
+    pub errors: [u64; 4],
+    pub lines_truncated: u64,
+    pub drain_answered: u64,
+    pub drain_closed: u64,
+    pub drain_late: u64,
+    pub drain_cut: u64,
     pub hits_by_category: BTreeMap<Box<[u8]>, u64>,
 }
 
@@ -223,6 +241,11 @@ impl Registry {
             for (a, c) in t.errors.iter_mut().zip(&w.errors) {
                 *a += c.get();
             }
+            t.lines_truncated += w.lines_truncated.get();
+            t.drain_answered += w.drain_answered.get();
+            t.drain_closed += w.drain_closed.get();
+            t.drain_late += w.drain_late.get();
+            t.drain_cut += w.drain_cut.get();
             w.categories.add_to(&mut t.hits_by_category);
         }
         t

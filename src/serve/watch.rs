@@ -25,9 +25,9 @@ pub fn watch_files(
     engine: &Engine,
     files: &[PathBuf],
     mut last: Stamps,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
+    stop: &super::connection::Shutdown,
 ) {
-    while !*stop.borrow() {
+    while stop.borrow().is_none() {
         std::thread::sleep(Duration::from_secs(2));
         let now = stamp(files);
         if now != last {

@@ -18,12 +18,15 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     /// Open connections over all threads (for `--max-connections`).
     pub open: AtomicUsize,
+    /// Listeners still open; the port is given up when none is.
+    pub listeners: AtomicUsize,
     pub stats: Registry,
 }
 
 impl Shared {
     pub fn new(config: Config, engine: Arc<Engine>) -> Shared {
         Shared {
+            listeners: AtomicUsize::new(config.threads.max(1)),
             config,
             engine,
             open: AtomicUsize::new(0),
@@ -63,7 +66,7 @@ impl Worker {
         let stats = shared.stats.register();
         let snapshot = shared.engine.current();
         let categories = stats.categories.switch(snapshot.categories());
-        let max_hits = shared.config.max_hits;
+        let limits = shared.config.limits();
         Worker {
             shared,
             stats,
@@ -71,7 +74,7 @@ impl Worker {
                 snapshot,
                 categories,
             })),
-            responder: RefCell::new(Responder::new(max_hits)),
+            responder: RefCell::new(Responder::new(limits)),
             open: Cell::new(0),
         }
     }

@@ -5,4 +5,5 @@ mod cli;
 mod index_damage;
 mod protocol;
 mod server;
+mod trust;
 mod util;

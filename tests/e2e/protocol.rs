@@ -11,7 +11,7 @@ fn pause() {
 
 #[test]
 fn header_alone_then_request() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let mut s = srv.connect();
         s.write_all(b"X-KF-ReplyBackX-KF-SendFinishedEventX-KF-SaveStatistic")
@@ -24,7 +24,7 @@ fn header_alone_then_request() {
 
 #[test]
 fn header_and_request_in_one_segment() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         assert_eq!(
             exchange(
@@ -45,7 +45,7 @@ fn header_and_request_in_one_segment() {
 
 #[test]
 fn header_split_mid_token() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let mut s = srv.connect();
         for part in [
@@ -64,7 +64,7 @@ fn header_split_mid_token() {
 
 #[test]
 fn request_split_at_every_byte() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let mut s = srv.connect();
         let req = b"X-KF-ReplyBackurl=gmer.com|ip=198.51.100.9\r\n";
@@ -81,7 +81,7 @@ fn request_split_at_every_byte() {
 
 #[test]
 fn five_hundred_pipelined_requests_in_one_write() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let mut req = Vec::new();
         let mut want = String::new();
@@ -100,7 +100,7 @@ fn five_hundred_pipelined_requests_in_one_write() {
 
 #[test]
 fn crlf_trailing_pipe_leading_tokens_unknown_keys() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let req =
             b"url=gmer.com\r\nurl=gmer.com|\r\nx=1|y=2|url=gmer.com\nfoo=bar|URL=gmer.com|baz\n";
@@ -110,7 +110,7 @@ fn crlf_trailing_pipe_leading_tokens_unknown_keys() {
 
 #[test]
 fn repeated_keys_get_category_suffixes() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let got = exchange(
             &srv,
@@ -126,7 +126,7 @@ fn repeated_keys_get_category_suffixes() {
 
 #[test]
 fn empty_lines_get_no_answer() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let mut s = srv.connect();
         s.write_all(b"\n\r\n\nurl=gmer.com\n\n").expect("send");
@@ -144,7 +144,7 @@ fn empty_lines_get_no_answer() {
 
 #[test]
 fn bare_value_lines_are_detected() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let got = exchange(
             &srv,
@@ -162,7 +162,7 @@ fn bare_value_lines_are_detected() {
 
 #[test]
 fn ping_gets_pong_and_the_connection_stays() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let mut s = srv.connect();
         s.write_all(b"X-KF-ReplyBackPING").expect("send");
@@ -174,7 +174,7 @@ fn ping_gets_pong_and_the_connection_stays() {
 
 #[test]
 fn final_line_without_lf_is_answered_on_half_close() {
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let mut s = srv.connect();
         s.write_all(b"url=gmer.com").expect("send");
@@ -189,8 +189,18 @@ fn final_line_without_lf_is_answered_on_half_close() {
 
 #[test]
 fn answer_larger_than_the_socket_buffer() {
-    for io in IO_MODES {
-        let srv = Server::start(io, &["--max-line", "1000000", "--max-hits", "32"]);
+    for &io in io_modes() {
+        let srv = Server::start(
+            io,
+            &[
+                "--max-line",
+                "1000000",
+                "--max-hits",
+                "32",
+                "--max-hits-per-line",
+                "100000",
+            ],
+        );
         let mut s = srv.connect();
         let tokens: Vec<&str> = std::iter::repeat("url=gmer.com").take(20_000).collect();
         let mut line = tokens.join("|");
@@ -215,7 +225,7 @@ fn answer_larger_than_the_socket_buffer() {
 #[test]
 fn demo_answers_over_the_socket_match_the_expected_file() {
     let cases = expected_answers();
-    for io in IO_MODES {
+    for &io in io_modes() {
         let srv = Server::demo(io);
         let mut req = String::from("X-KF-ReplyBackX-KF-SendFinishedEvent");
         let mut want = String::new();

@@ -3,7 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_tracer");
+/// The binary under test: this build's, or another one named by `TRACER_E2E_BIN`
+/// (to check that a test fails on a build without the fix it pins).
+pub static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    std::env::var("TRACER_E2E_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tracer").to_string())
+});
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -35,7 +39,7 @@ impl Drop for TempDir {
 }
 
 pub fn tracer(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run tracer")
+    Command::new(&*BIN).args(args).output().expect("run tracer")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -100,8 +104,25 @@ use std::process::{Child, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Both runtimes; every server test runs on each.
-pub const IO_MODES: [&str; 2] = ["uring", "epoll"];
+/// The runtimes every server test runs on: both, or epoll alone where the kernel
+/// refuses io_uring (`kernel.io_uring_disabled`, a seccomp profile), which is said
+/// once per test run.
+pub fn io_modes() -> &'static [&'static str] {
+    static MODES: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    MODES.get_or_init(|| match tracer::serve::runtime::uring_available() {
+        Ok(()) => &["uring", "epoll"],
+        Err(e) => {
+            eprintln!("io_uring is not available here ({e}): io_uring cases are skipped, epoll runs alone");
+            &["epoll"]
+        }
+    })
+}
+
+/// `uring` where the kernel allows it, else `epoll` (for tests about something else
+/// than the runtime).
+pub fn any_io() -> &'static str {
+    io_modes()[0]
+}
 
 /// A `tracer serve` child process on 127.0.0.1, stopped (SIGTERM) when dropped.
 pub struct Server {
@@ -113,16 +134,13 @@ pub struct Server {
 impl Server {
     /// Start with `args` after `serve --listen 127.0.0.1:0 --threads 2 --io <io>`.
     pub fn start(io: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--threads",
-                "2",
-                "--io",
-                io,
-            ])
+        Server::start_on(io, "127.0.0.1:0", args)
+    }
+
+    /// Start on a given address.
+    pub fn start_on(io: &str, listen: &str, args: &[&str]) -> Server {
+        let mut child = Command::new(&*BIN)
+            .args(["serve", "--listen", listen, "--threads", "2", "--io", io])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -208,6 +226,41 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// How many times the log says `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// Wait until the log says `needle` more than `n` times (or fail after 30 s).
+    pub fn wait_log_more(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log_count(needle) <= n {
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?} a {}th time:\n{}",
+                n + 1,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the process to exit by itself; its exit code (`None`: still running
+    /// after `within`, then killed).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Stop with SIGTERM; returns the exit code.
     pub fn stop(mut self) -> Option<i32> {
         self.signal("TERM");
@@ -290,6 +343,39 @@ pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
             Err(e) => panic!("read: {e} after {} bytes", got.len()),
         }
     }
+}
+
+/// A port free right now on 127.0.0.1 (for tests that need a fixed address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Compile a one-record CSV feed (`reload.example`, context `ctx`, category
+/// `reload`) into `dir/<name>.tracer`.
+pub fn compile_csv(dir: &TempDir, name: &str, context: &str) -> PathBuf {
+    let feed = dir.path(&format!("{name}.csv"));
+    std::fs::write(&feed, format!("ioc,context\nreload.example,{context}\n")).expect("write");
+    let out = dir.path(&format!("{name}.tracer"));
+    let o = tracer(&[
+        "compile",
+        feed.to_str().expect("path"),
+        "-k",
+        "ioc",
+        "--category",
+        "reload",
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+/// The answer to `url=reload.example` from an index made by [`compile_csv`].
+pub fn reload_answer(context: &str) -> String {
+    format!("Category=reload|MatchedIndicator=reload.example|ioc=reload.example|context={context}\nLookupFinished\n")
 }
 
 pub const GMER: &str =
