@@ -108,6 +108,21 @@ pub struct IpRange {
     pub end: u128,
 }
 
+impl std::fmt::Display for IpRange {
+    /// An address, a CIDR network, or `first-last`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addr = |v: u128| match self.family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::from(v as u32)),
+            Family::V6 => IpAddr::V6(Ipv6Addr::from(v)),
+        };
+        match range_to_cidrs(*self)[..] {
+            [(net, len)] if len as u32 == self.family.bits() => write!(f, "{}", addr(net)),
+            [(net, len)] => write!(f, "{}/{len}", addr(net)),
+            _ => write!(f, "{}-{}", addr(self.start), addr(self.end)),
+        }
+    }
+}
+
 /// A single address as `(family, value)`, with v4-mapped v6 folded to v4.
 pub fn canonical_ip(ip: IpAddr) -> (Family, u128) {
     match ip {
@@ -245,15 +260,23 @@ pub fn normalize_url(input: &[u8], out: &mut Vec<u8>) {
         None => (rest, None),
     };
     let path_start = out.len();
-    push_path(path, out);
-    if let Some(q) = query {
+    let decoded_query = push_path(path, out);
+    if query.is_some() || decoded_query.is_some() {
         // `a.com?q` and `a.com/?q` are one URL; the spec's form keeps the `/`.
         if out.len() == path_start {
             out.push(b'/');
         }
         let mark = out.len();
         out.push(b'?');
-        push_decoded(q, out, false);
+        if let Some(d) = &decoded_query {
+            out.extend_from_slice(d);
+        }
+        if let Some(q) = query {
+            if decoded_query.is_some() {
+                out.push(b'?');
+            }
+            push_decoded(q, out, false);
+        }
         if out.len() == mark + 1 {
             out.pop();
         }
@@ -359,6 +382,28 @@ fn push_host(authority: &[u8], out: &mut Vec<u8>) {
         }
         out.drain(start..start + cut);
     }
+    // The cleanup can turn a host that was no address (`::ffff:1.2.3..4`) into one;
+    // it must then be written as an address now, or normalizing the result again
+    // would change it.
+    // A host that starts with `[` only now is treated as one that did at first: what
+    // follows its `]` is a port.
+    let h = &out[start..];
+    if h.first() == Some(&b'[') {
+        if let Some(close) = memchr::memchr(b']', h) {
+            out.truncate(start + close + 1);
+        }
+    }
+    let h = &out[start..];
+    let bracketed = h.len() >= 2 && h[0] == b'[' && h[h.len() - 1] == b']';
+    // The inside of brackets is parsed as the early path above parses it.
+    let literal = if bracketed { &h[1..h.len() - 1] } else { h };
+    if bracketed || memchr::memchr(b':', h) != memchr::memrchr(b':', h) {
+        if let Some((fam, v)) = parse_ip(literal) {
+            out.truncate(start);
+            push_ip(fam, v, out);
+        }
+        return;
+    }
     if let Some(v4) = parse_ipv4_loose(&out[start..]) {
         out.truncate(start);
         push_ip(Family::V4, v4 as u128, out);
@@ -426,12 +471,20 @@ fn parse_ipv4_part(p: &[u8]) -> Option<u64> {
 /// Write the normalized path: decoded once, `\` as `/`, dot segments resolved, empty
 /// segments dropped, lowercased. Decodes into `out`, then resolves segments in place
 /// (the write cursor never passes the read cursor), so nothing is allocated.
-fn push_path(path: &[u8], out: &mut Vec<u8>) {
+///
+/// A `?` that decoding produced (`%3F`) ends the path, as it would when the result is
+/// normalized again: what follows it is returned, decoded, to go first in the query.
+fn push_path(path: &[u8], out: &mut Vec<u8>) -> Option<Vec<u8>> {
     if path.is_empty() {
-        return;
+        return None;
     }
     let base = out.len();
     push_decoded(path, out, true);
+    let tail = memchr::memchr(b'?', &out[base..]).map(|q| {
+        let tail = out[base + q + 1..].to_vec();
+        out.truncate(base + q);
+        tail
+    });
     let end = out.len();
     let mut w = base;
     let mut r = base;
@@ -439,7 +492,11 @@ fn push_path(path: &[u8], out: &mut Vec<u8>) {
     // at the very end of the whole URL is dropped, by the caller.
     let mut dir = false;
     while r <= end {
-        let seg_end = memchr::memchr(b'/', &out[r..end]).map_or(end, |i| r + i);
+        let next = memchr::memchr(b'/', &out[r..end]).map_or(end, |i| r + i);
+        // Blanks that end a segment are dropped: the end of a URL loses its blanks
+        // anyway, and a segment that did not would turn into `.` or `..` once they
+        // were gone, which a second normalization would resolve.
+        let seg_end = r + out[r..next].trim_ascii_end().len();
         match &out[r..seg_end] {
             b"" | b"." => dir = true,
             b".." => {
@@ -459,12 +516,13 @@ fn push_path(path: &[u8], out: &mut Vec<u8>) {
                 w += seg_end - r;
             }
         }
-        r = seg_end + 1;
+        r = next + 1;
     }
     out.truncate(w);
     if dir {
         out.push(b'/');
     }
+    tail
 }
 
 /// Percent-decode once, lowercase ASCII, and re-escape the bytes a second pass would
@@ -549,6 +607,38 @@ mod tests {
         assert_eq!(url("http://1.2.3"), "1.2.0.3");
         assert_eq!(url("http://1.2.3.256"), "1.2.3.256");
         assert_eq!(url("http://123.com/"), "123.com");
+    }
+
+    #[test]
+    fn hosts_that_become_addresses_once_cleaned_are_written_as_addresses() {
+        // Found by the `url` fuzz target: the dot run collapses into a valid
+        // v4-mapped address, which a second normalization would rewrite.
+        assert_eq!(url("::ffff:1.2.3..4/150"), "1.2.3.4/150");
+        assert_eq!(url("[::ffff:1.2.3..4]/x"), "1.2.3.4/x");
+        // Also found by it: a host that starts with `[` only after its leading dots
+        // and blanks are trimmed.
+        assert_eq!(url(".\t[x&y]\x0c\x19 z"), "[x&y]");
+        // And a `.` segment left behind once trailing blanks are stripped.
+        assert_eq!(url("a.com/./.\x0c\x0c\\/"), "a.com");
+        // And a `?` decoded in the path: it starts the query, as it will next time.
+        assert_eq!(url("a.com/x\x0c%3Fy?z"), "a.com/x?y?z");
+        assert_eq!(url("a.com/x%3Fy"), url("a.com/x?y"));
+        for s in [
+            "::ffff:1.2.3..4/150",
+            "[::ffff:1.2.3..4]/x",
+            "2001:DB8::..1",
+            "::1..",
+            "[::]",
+            ".\t[x&y]\x0c\x19 z",
+            ".[::1]:80/a",
+            ".[\x0c::]%\u{8c}/03",
+            "a.com/./.\x0c\x0c\\/",
+            "a.com/x\x0c%3Fy?z",
+            "a.com/%3F",
+            "a.com/a/..%3F..",
+        ] {
+            assert_eq!(url(&url(s)), url(s), "{s}");
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command};
+use tracer::config::LogFormat;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
@@ -26,9 +27,13 @@ fn main() -> ExitCode {
     let wanted = cli.log.as_deref().unwrap_or(default);
     let filter = EnvFilter::try_new(wanted).unwrap_or_else(|_| EnvFilter::new(default));
     let stdout = &mut std::io::stdout().lock();
-    let format = cli.log_format;
+    let format = cli.log_format.map_or(LogFormat::Text, |f| f.format());
     let result = match &cli.command {
-        Command::Serve(args) => serve(args, filter, format),
+        Command::Serve(args) => serve(args, &cli),
+        Command::CheckConfig(args) => {
+            init_stderr_logging(filter, format);
+            cli::commands::check_config(args, stdout)
+        }
         Command::Compile(args) => {
             init_stderr_logging(filter, format);
             cli::commands::compile(args, stdout)
@@ -82,12 +87,18 @@ fn init_stderr_logging(filter: EnvFilter, format: LogFormat) {
         .init();
 }
 
-fn serve(args: &cli::ServeArgs, filter: EnvFilter, format: LogFormat) -> anyhow::Result<()> {
-    let config = args.config().map_err(anyhow::Error::msg)?;
-    let mut sources = args.sources().map_err(anyhow::Error::msg)?;
+fn serve(args: &cli::ServeArgs, cli: &Cli) -> anyhow::Result<()> {
+    let mut resolved = args.resolve(cli).map_err(anyhow::Error::msg)?;
+    let log = &resolved.log;
+    let filter = log
+        .filter
+        .as_deref()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let format = log.format;
     // The file writer's guard flushes on drop: keep it for the life of the server.
     let mut _guard = None;
-    let file_layer = match &args.log_file {
+    let file_layer = match &log.file {
         Some(path) => {
             let dir = path
                 .parent()
@@ -95,7 +106,7 @@ fn serve(args: &cli::ServeArgs, filter: EnvFilter, format: LogFormat) -> anyhow:
                 .unwrap_or(std::path::Path::new("."));
             let name = path
                 .file_name()
-                .ok_or_else(|| anyhow::anyhow!("--log-file needs a file name"))?;
+                .ok_or_else(|| anyhow::anyhow!("the log file needs a file name"))?;
             let (writer, guard) =
                 tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, name));
             _guard = Some(guard);
@@ -109,7 +120,8 @@ fn serve(args: &cli::ServeArgs, filter: EnvFilter, format: LogFormat) -> anyhow:
         .with(layer(std::io::stderr, format, ansi))
         .with(file_layer)
         .init();
-    if sources.is_empty() {
+    let sources = &mut resolved.plan.sources;
+    if args.config.is_none() && sources.is_empty() {
         let here = std::path::Path::new("fixtures");
         let root = if here.is_dir() {
             here.to_path_buf()
@@ -120,8 +132,17 @@ fn serve(args: &cli::ServeArgs, filter: EnvFilter, format: LogFormat) -> anyhow:
             "no feeds given: serving the demo feeds in {}",
             root.display()
         );
-        sources = tracer::engine::Sources::demo(&root);
+        *sources = tracer::engine::Sources::demo(&root);
     }
-    tracer::serve::run(config, sources)?;
+    // SIGHUP re-reads the config file, with the same flags laid over it.
+    let reread: Option<tracer::serve::Reread> = args.config.clone().map(|path| {
+        let (args, cli) = (args.clone(), cli.clone());
+        Box::new(move || {
+            let mut r = tracer::config::load(&path).map_err(|e| e.to_string())?;
+            args.apply(&cli, &mut r)?;
+            Ok((r.serve, r.plan))
+        }) as tracer::serve::Reread
+    });
+    tracer::serve::run(resolved.serve, resolved.plan, reread)?;
     Ok(())
 }

@@ -43,6 +43,17 @@ struct Args {
     /// A new connection per request, like clients of the old Python server.
     #[arg(long)]
     reconnect_each: bool,
+    /// When a connection breaks, count its outstanding requests as lost, open a new
+    /// connection and go on, as KUMA does (`false`: the connection stays down and its
+    /// requests count as errors).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    reconnect_on_error: bool,
+    /// Replace this many of the connections every `--churn-every` seconds (closed
+    /// between answers, a new one opened): clients that come and go.
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
+    #[arg(long, default_value_t = 5.0)]
+    churn_every: f64,
     /// Indicators per request line (default: 1–3 at random).
     #[arg(long)]
     per_request: Option<usize>,
@@ -136,6 +147,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
         duration: Duration::from_secs_f64(args.duration),
         idle: args.idle,
         bare: false,
+        reconnect_on_error: args.reconnect_on_error,
+        churn: args.churn,
+        churn_every: Duration::from_secs_f64(args.churn_every.max(0.1)),
         progress: !args.quiet && !args.json,
     };
     let mut reports = Vec::new();
@@ -145,7 +159,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
     if args.ceiling || args.ceiling_only {
         reports.push(ceiling(&args, &plan, workload)?);
     }
-    let errors: u64 = reports.iter().map(Report::error_count).sum();
+    let failed = reports.iter().any(Report::failed);
     if args.json {
         let ratio =
             (reports.len() == 2).then(|| reports[0].lookups_per_sec / reports[1].lookups_per_sec);
@@ -166,7 +180,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(if errors > 0 {
+    Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -226,5 +240,12 @@ fn print_report(r: &Report) {
         for e in &r.first_errors {
             println!("    {e}");
         }
+    }
+    println!(
+        "  lost        {} requests on {} broken connections ({} reconnects, {} refused connection attempts)",
+        r.lost, r.connections_broken, r.reconnects, r.connect_failures
+    );
+    for e in &r.first_lost {
+        println!("    {e}");
     }
 }

@@ -43,6 +43,11 @@ pub struct Plan {
     pub idle: usize,
     /// The target is a bare responder: nothing may hit.
     pub bare: bool,
+    /// After a connection breaks, open a new one and go on (as KUMA does).
+    pub reconnect_on_error: bool,
+    /// How many of the connections are replaced every `churn_every`.
+    pub churn: usize,
+    pub churn_every: Duration,
     pub progress: bool,
 }
 
@@ -53,6 +58,13 @@ struct Tally {
     indicators: u64,
     errors: BTreeMap<ErrorKind, u64>,
     first_errors: Vec<String>,
+    /// Requests outstanding on connections that broke.
+    lost: u64,
+    first_lost: Vec<String>,
+    /// Connections that broke under us, and new connections made.
+    broken: u64,
+    reconnects: u64,
+    connect_failures: u64,
 }
 
 impl Tally {
@@ -80,6 +92,15 @@ pub struct Report {
     pub send_lateness_us: Option<Latency>,
     pub errors: BTreeMap<String, u64>,
     pub first_errors: Vec<String>,
+    /// Requests that got no answer because their connection broke (a server killed,
+    /// a connection reset): not wrong answers, but not answered either.
+    pub lost: u64,
+    pub first_lost: Vec<String>,
+    /// Connections that broke under the run, new connections made after a break or a
+    /// `--churn` replacement, and connection attempts refused.
+    pub connections_broken: u64,
+    pub reconnects: u64,
+    pub connect_failures: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -106,6 +127,12 @@ impl Latency {
 impl Report {
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// Whether the run failed: a wrong answer, a request left unanswered, or nothing
+    /// answered at all.
+    pub fn failed(&self) -> bool {
+        self.error_count() > 0 || self.lost > 0 || self.requests == 0
     }
 }
 
@@ -175,6 +202,11 @@ pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
             *total.errors.entry(k).or_default() += v;
         }
         total.first_errors.extend(t.first_errors);
+        total.lost += t.lost;
+        total.first_lost.extend(t.first_lost);
+        total.broken += t.broken;
+        total.reconnects += t.reconnects;
+        total.connect_failures += t.connect_failures;
         hist.add(hh)?;
         late.add(ll)?;
     }
@@ -205,11 +237,18 @@ pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
             .map(|(k, v)| (k.name().to_string(), *v))
             .collect(),
         first_errors: total.first_errors.into_iter().take(5).collect(),
+        lost: total.lost,
+        first_lost: total.first_lost.into_iter().take(5).collect(),
+        connections_broken: total.broken,
+        reconnects: total.reconnects,
+        connect_failures: total.connect_failures,
     })
 }
 
 struct Conn {
     plan: Plan,
+    /// `--churn`: replace this connection this often.
+    churn_every: Option<Duration>,
     workload: Arc<Workload>,
     live: Arc<Live>,
     tally: Rc<RefCell<Tally>>,
@@ -247,6 +286,7 @@ async fn client_thread(
     let mut tasks = Vec::new();
     for c in (thread..plan.connections).step_by(threads) {
         let conn = Rc::new(Conn {
+            churn_every: (c < plan.churn).then_some(plan.churn_every),
             plan: plan.clone(),
             workload: workload.clone(),
             live: live.clone(),
@@ -316,6 +356,17 @@ impl Conn {
             .fetch_add(p.sent.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// `n` requests got no answer because their connection broke.
+    fn lose(&self, n: usize, why: &str) {
+        let mut t = self.tally.borrow_mut();
+        t.lost += n as u64;
+        t.broken += 1;
+        if n > 0 && t.first_lost.len() < 5 {
+            t.first_lost
+                .push(format!("{n} requests outstanding: {why}"));
+        }
+    }
+
     fn fail(&self, kind: ErrorKind, n: usize, why: &str) {
         if n == 0 {
             return;
@@ -329,23 +380,89 @@ impl Conn {
     }
 }
 
-/// A long-lived connection: preamble, then requests until the run ends.
+/// A long-lived connection, as KUMA keeps one: preamble, then requests until the run
+/// ends. When the connection breaks (or, with `--churn`, is due to be replaced), a
+/// new one takes its place; requests that were outstanding on a broken connection
+/// are counted as lost, apart from wrong answers.
 async fn persistent(conn: Rc<Conn>, seed: u64) {
-    let stream = match tokio::net::TcpStream::connect(conn.plan.addr).await {
-        Ok(s) => s,
-        Err(e) => return conn.fail(ErrorKind::Dropped, 1, &format!("connect: {e}")),
-    };
-    let _ = stream.set_nodelay(true);
+    let mut rng = tracer::generate::Rng::new(seed);
+    let mut first = true;
+    while Instant::now() < conn.stop_at {
+        if !first {
+            conn.tally.borrow_mut().reconnects += 1;
+        }
+        first = false;
+        let stream = match tokio::net::TcpStream::connect(conn.plan.addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                {
+                    let mut t = conn.tally.borrow_mut();
+                    t.connect_failures += 1;
+                    if t.connect_failures == 1 {
+                        t.first_lost.push(format!("connect: {e}"));
+                    }
+                }
+                if !conn.plan.reconnect_on_error {
+                    return;
+                }
+                // Like a pool refilling itself: try again shortly.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (end, back) = session(&conn, stream, rng).await;
+        rng = back;
+        match end {
+            SessionEnd::Done => return,
+            SessionEnd::Replaced => {}
+            SessionEnd::Broken { outstanding, why } => {
+                if !conn.plan.reconnect_on_error {
+                    conn.fail(ErrorKind::Dropped, outstanding, &why);
+                    return;
+                }
+                conn.lose(outstanding, &why);
+            }
+            SessionEnd::TimedOut { outstanding } => {
+                conn.fail(ErrorKind::Timeout, outstanding, "no answer within 10 s");
+                if !conn.plan.reconnect_on_error {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How one connection's life ended.
+enum SessionEnd {
+    /// The run is over.
+    Done,
+    /// `--churn`: closed by us between answers, to be replaced.
+    Replaced,
+    /// Closed or failed under us; `outstanding` requests got no answer.
+    Broken { outstanding: usize, why: String },
+    /// No answer came for 10 s.
+    TimedOut { outstanding: usize },
+}
+
+/// One connection: a writer task sends requests (gated by depth or paced by rate),
+/// the reader here checks the answers. Returns how it ended, and the random source.
+async fn session(
+    conn: &Rc<Conn>,
+    stream: tokio::net::TcpStream,
+    rng: tracer::generate::Rng,
+) -> (SessionEnd, tracer::generate::Rng) {
     let (mut rd, mut wr) = stream.into_split();
     let queue: Rc<RefCell<VecDeque<Pending>>> = Rc::default();
     let answered = Rc::new(Notify::new());
     let done = Rc::new(std::cell::Cell::new(false));
+    let replace_at = conn.churn_every.map(|d| Instant::now() + d);
 
     let writer = {
         let (conn, queue, answered, done) =
             (conn.clone(), queue.clone(), answered.clone(), done.clone());
         tokio::task::spawn_local(async move {
-            let mut rng = tracer::generate::Rng::new(seed);
+            let mut rng = rng;
             let mut buf = Vec::with_capacity(4096);
             buf.extend_from_slice(PREAMBLE);
             let plan = &conn.plan;
@@ -357,8 +474,9 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
             let interval =
                 (per_conn_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / per_conn_rate));
             // Spread connections' schedules over one interval.
+            let seed_spread = rng.next_u64() % 1000;
             let mut next_due = Instant::now()
-                + interval.map_or(Duration::ZERO, |i| i.mul_f64((seed % 1000) as f64 / 1000.0));
+                + interval.map_or(Duration::ZERO, |i| i.mul_f64(seed_spread as f64 / 1000.0));
             // Append one request to the write buffer and queue what it must produce.
             let enqueue = |rng: &mut tracer::generate::Rng, buf: &mut Vec<u8>, at: Instant| {
                 let sent =
@@ -372,11 +490,15 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
                 plan.depth.max(1)
             };
             loop {
-                if Instant::now() >= conn.stop_at || done.get() {
+                let now = Instant::now();
+                if now >= conn.stop_at || done.get() || replace_at.is_some_and(|t| now >= t) {
                     break;
                 }
                 if let Some(iv) = interval {
                     tokio::time::sleep_until(next_due.into()).await;
+                    if done.get() {
+                        break;
+                    }
                     // Send every request that is due by now (timers tick in ms).
                     let now = Instant::now();
                     while next_due <= now {
@@ -392,7 +514,7 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
                     while queue.borrow().len() >= depth {
                         answered.notified().await;
                         if done.get() {
-                            return;
+                            return rng;
                         }
                     }
                     let now = Instant::now();
@@ -406,37 +528,41 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
                 buf.clear();
             }
             let _ = wr.shutdown().await;
+            rng
         })
     };
 
     // Reader: split the stream into answers and check each.
     let mut answers = AnswerSplitter::default();
     let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let outstanding = !queue.borrow().is_empty();
-        if !outstanding && (Instant::now() >= conn.stop_at || writer.is_finished()) {
-            break;
+    let end = loop {
+        let outstanding = queue.borrow().len();
+        if outstanding == 0 && (Instant::now() >= conn.stop_at || writer.is_finished()) {
+            break if Instant::now() >= conn.stop_at {
+                SessionEnd::Done
+            } else {
+                SessionEnd::Replaced
+            };
         }
         let read = tokio::time::timeout(ANSWER_TIMEOUT, rd.read(&mut chunk)).await;
         let n = match read {
-            Err(_) => {
-                let n = queue.borrow().len();
-                if n > 0 {
-                    conn.fail(ErrorKind::Timeout, n, "no answer within 10 s");
-                }
-                break;
-            }
+            Err(_) => break SessionEnd::TimedOut { outstanding },
             Ok(Err(e)) => {
-                conn.fail(ErrorKind::Dropped, queue.borrow().len(), &e.to_string());
-                break;
+                break SessionEnd::Broken {
+                    outstanding,
+                    why: e.to_string(),
+                }
             }
             Ok(Ok(0)) => {
-                conn.fail(
-                    ErrorKind::Dropped,
-                    queue.borrow().len(),
-                    "server closed the connection",
-                );
-                break;
+                let why = if answers.partial() > 0 {
+                    "the server closed the connection in the middle of an answer"
+                } else {
+                    "the server closed the connection"
+                };
+                break SessionEnd::Broken {
+                    outstanding,
+                    why: why.to_string(),
+                };
             }
             Ok(Ok(n)) => n,
         };
@@ -456,10 +582,14 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
             }
             answered.notify_one();
         });
-    }
+    };
     done.set(true);
     answered.notify_one();
-    let _ = writer.await;
+    let rng = match writer.await {
+        Ok(rng) => rng,
+        Err(_) => tracer::generate::Rng::new(0),
+    };
+    (end, rng)
 }
 
 /// The old client behaviour: a new connection per request.

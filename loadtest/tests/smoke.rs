@@ -63,6 +63,7 @@ fn smoke_runs_against_the_demo_server_have_no_errors() {
             &["--connections", "4", "--depth", "32"],
             &["--connections", "2", "--reconnect-each"],
             &["--connections", "4", "--rate", "2000"],
+            &["--connections", "4", "--churn", "2", "--churn-every", "0.2"],
         ] {
             let (code, json) = loadtest(server.local_addr(), extra);
             assert_eq!(
@@ -74,7 +75,14 @@ fn smoke_runs_against_the_demo_server_have_no_errors() {
                 json["runs"][0]["requests"].as_u64().unwrap_or(0) > 100,
                 "{io:?} {extra:?}: {json}"
             );
+            assert_eq!(json["runs"][0]["lost"], 0, "{io:?} {extra:?}: {json}");
             assert_eq!(code, Some(0), "{io:?} {extra:?}");
+            if extra.contains(&"--churn") {
+                assert!(
+                    json["runs"][0]["reconnects"].as_u64().unwrap_or(0) >= 4,
+                    "{io:?}: churned connections were not replaced: {json}"
+                );
+            }
         }
         server.shutdown();
     }
@@ -165,9 +173,32 @@ fn wrong_answers_are_counted_and_fail_the_run() {
         "{json}"
     );
 
+    // A server that hangs up: its outstanding requests are lost (reported apart from
+    // wrong answers), the connections are made again, the run fails.
     let (code, json) = loadtest(
         wrong_responder(Wrong::HangsUp),
-        &["--connections", "2", "--hit-ratio", "0"],
+        &["--connections", "2", "--hit-ratio", "0", "--depth", "4"],
+    );
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(errors(&json), serde_json::json!({}), "{json}");
+    assert!(json["runs"][0]["lost"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(
+        json["runs"][0]["reconnects"].as_u64().unwrap_or(0) > 0,
+        "{json}"
+    );
+    // Without reconnecting, they count as dropped-connection errors.
+    let (code, json) = loadtest(
+        wrong_responder(Wrong::HangsUp),
+        &[
+            "--connections",
+            "2",
+            "--hit-ratio",
+            "0",
+            "--depth",
+            "4",
+            "--reconnect-on-error",
+            "false",
+        ],
     );
     assert_eq!(code, Some(1), "{json}");
     assert!(

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use super::{CompileArgs, GenerateArgs, InspectArgs, LookupArgs};
-use tracer::engine::{Engine, Sources};
+use super::{CheckConfigArgs, CompileArgs, GenerateArgs, InspectArgs, LookupArgs};
+use tracer::engine::{Engine, Plan};
 use tracer::index::compile::Compiler;
 use tracer::index::Index;
 use tracer::indicator::Kind;
@@ -58,26 +58,66 @@ pub fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
 /// `tracer lookup`: the arguments form one request line; print its answer.
 pub fn lookup(args: &LookupArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let sources = Sources {
-        indexes: args.indexes.clone(),
-        feeds: args.feeds.specs().map_err(anyhow::Error::msg)?,
-        strict: args.feeds.strict,
-        allow_broad_masks: args.feeds.allow_broad_masks,
-        index_mode: Default::default(),
+    let mut plan = match &args.config {
+        Some(path) => tracer::config::load(path)?.plan,
+        None => Plan::default(),
     };
-    if sources.is_empty() {
-        anyhow::bail!("give an index with -l FILE.tracer or a feed with -f FILE -k KEY");
+    let feeds = args.feeds.specs().map_err(anyhow::Error::msg)?;
+    if !feeds.is_empty() {
+        plan.sources.feeds = feeds;
     }
-    let engine = Engine::load(sources)?;
-    let line = args.indicators.join("|");
-    let mut answer = Vec::new();
-    let limits = Limits {
-        max_hits: args.max_hits,
-        max_hits_per_line: args.max_hits_per_line,
+    if !args.indexes.is_empty() {
+        plan.sources.indexes = args.indexes.clone();
+    }
+    plan.sources.strict |= args.feeds.strict;
+    plan.sources.allow_broad_masks |= args.feeds.allow_broad_masks;
+    if plan.sources.is_empty() && plan.enrichers.is_empty() {
+        anyhow::bail!(
+            "give an index with -l FILE.tracer, a feed with -f FILE -k KEY, or --config FILE"
+        );
+    }
+    let config = match &args.config {
+        Some(path) => tracer::config::load(path)?.serve,
+        None => tracer::serve::Config::new(([127, 0, 0, 1], 0).into()),
     };
-    Responder::new(limits).answer(&engine.current(), line.as_bytes(), &mut answer, |_| {});
+    let limits = Limits {
+        max_hits: args.max_hits.unwrap_or(config.max_hits),
+        max_hits_per_line: args.max_hits_per_line.unwrap_or(config.max_hits_per_line),
+    };
+    let engine = Engine::start(plan)?;
+    let line = args.indicators.join("|");
+    let answer = answer_line(&engine, limits, &line)?;
     out.write_all(&answer)?;
     Ok(())
+}
+
+/// `tracer check-config FILE`.
+pub fn check_config(args: &CheckConfigArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let resolved = tracer::config::load(&args.file)?;
+    writeln!(
+        out,
+        "# {}: valid. The settings it gives, defaults included (secrets masked):",
+        args.file.display()
+    )?;
+    out.write_all(resolved.describe().as_bytes())?;
+    Ok(())
+}
+
+/// The server's answer to one line, byte for byte: enrichers included, so on a
+/// runtime of its own, as a worker thread runs one.
+fn answer_line(engine: &Engine, limits: Limits, line: &str) -> anyhow::Result<Vec<u8>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let snapshot = engine.current();
+    Ok(local.block_on(&rt, async {
+        let mut answer = Vec::new();
+        Responder::new(limits)
+            .answer(&snapshot, line.as_bytes(), &mut answer, |_| {})
+            .await;
+        answer
+    }))
 }
 
 /// `tracer inspect`.
@@ -115,8 +155,8 @@ pub fn inspect(args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
         writeln!(
             out,
-            "  mask patterns   {} ({} in the DFA)",
-            c.masks, c.dfa_masks
+            "  mask patterns   {} ({} by a literal inside the host, {} with none)",
+            c.masks, c.infix_masks, c.any_masks
         )?;
         writeln!(
             out,

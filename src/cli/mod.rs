@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use tracer::engine::Sources;
+use tracer::config::{self, LogFormat, Resolved};
 use tracer::feed::Format;
 use tracer::index::compile::FeedSpec;
 use tracer::index::storage::IndexMode;
 use tracer::indicator::Kind;
-use tracer::serve::{self, IoMode};
+use tracer::serve::IoMode;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "tracer",
     version,
@@ -33,14 +33,14 @@ pub struct Cli {
     #[arg(long, global = true, env = "TRACER_LOG")]
     pub log: Option<String>,
     /// Log line format: `text` for people, `json` (one object per line) for shipping
-    /// tracer's own logs into a SIEM.
-    #[arg(long, global = true, value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    /// tracer's own logs into a SIEM [default: text].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Serve lookups over TCP (KUMA `cybertrace` source kind).
     Serve(ServeArgs),
@@ -52,13 +52,29 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write large synthetic feeds (for benchmarks and load tests).
     Generate(GenerateArgs),
+    /// Check a configuration file and print the settings it gives, secrets masked.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckConfigArgs {
+    pub file: PathBuf,
 }
 
 /// `--log-format` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub enum LogFormatArg {
     Text,
     Json,
+}
+
+impl LogFormatArg {
+    pub fn format(self) -> LogFormat {
+        match self {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 /// `--kind` values.
@@ -203,48 +219,57 @@ impl IoArg {
     }
 }
 
+/// `serve`'s flags. Each one, when given, overrides the config file (or, without a
+/// file, the default named in its help).
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
+    /// Configuration file (TOML; `deploy/tracer.toml` shows every key). Flags given
+    /// here win over it; `-f`/`-l` replace its feeds/indexes.
+    #[arg(long, env = "TRACER_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub feeds: FeedArgs,
     /// Compiled index file; may repeat.
     #[arg(short = 'l', long = "load")]
     pub indexes: Vec<PathBuf>,
-    /// How index files are held while served.
-    #[arg(long, value_enum, default_value = "read")]
-    pub index_mode: IndexModeArg,
+    /// How index files are held while served [default: read].
+    #[arg(long, value_enum)]
+    pub index_mode: Option<IndexModeArg>,
     /// Start even though another tracer serves this port: share it, then tell the
     /// other one to drain and exit (a zero-downtime upgrade or restart).
     #[arg(long)]
     pub takeover: bool,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:16666")]
-    pub listen: SocketAddr,
-    /// Worker threads (default: available cores).
+    /// Address to listen on [default: 127.0.0.1:16666].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Worker threads [default: available cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// I/O runtime: io_uring, epoll, or io_uring when the kernel allows it.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub io: IoArg,
-    /// Most hits returned per indicator.
-    #[arg(long, default_value_t = 32)]
-    pub max_hits: usize,
-    /// Most hit lines in the answer to one request line; the answer ends there.
-    #[arg(long, default_value_t = 1024)]
-    pub max_hits_per_line: usize,
-    /// Longest request line in bytes; longer lines are discarded and answered empty.
-    #[arg(long, default_value_t = 64 * 1024)]
-    pub max_line: usize,
-    /// Most open connections; more are closed at once.
-    #[arg(long, default_value_t = 16384)]
-    pub max_connections: usize,
-    /// Close a connection idle this many seconds (default: never).
+    /// I/O runtime: io_uring, epoll, or io_uring when the kernel allows it
+    /// [default: auto].
+    #[arg(long, value_enum)]
+    pub io: Option<IoArg>,
+    /// Most hits returned per indicator [default: 32].
+    #[arg(long)]
+    pub max_hits: Option<usize>,
+    /// Most hit lines in the answer to one request line; the answer ends there
+    /// [default: 1024].
+    #[arg(long)]
+    pub max_hits_per_line: Option<usize>,
+    /// Longest request line in bytes; longer lines are discarded and answered empty
+    /// [default: 65536].
+    #[arg(long)]
+    pub max_line: Option<usize>,
+    /// Most open connections; more are closed at once [default: 16384].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Close a connection idle this many seconds (0: never) [default: never].
     #[arg(long)]
     pub idle_timeout: Option<u64>,
     /// After SIGTERM, seconds connections may take to answer what they received
-    /// before they are closed anyway.
-    #[arg(long, default_value_t = 5.0)]
-    pub drain_timeout: f64,
+    /// before they are closed anyway [default: 5].
+    #[arg(long)]
+    pub drain_timeout: Option<f64>,
     /// Accept clients only from these networks (comma-separated CIDRs).
     #[arg(long, value_delimiter = ',')]
     pub allow: Vec<String>,
@@ -318,15 +343,19 @@ impl CompileArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct LookupArgs {
+    /// Configuration file: its feeds, indexes and enrichers answer, as the server's
+    /// would (`-f`/`-l` replace its feeds/indexes).
+    #[arg(long, env = "TRACER_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Compiled index file; may repeat.
     #[arg(short = 'l', long = "load")]
     pub indexes: Vec<PathBuf>,
     #[command(flatten)]
     pub feeds: FeedArgs,
-    #[arg(long, default_value_t = 32)]
-    pub max_hits: usize,
-    #[arg(long, default_value_t = 1024)]
-    pub max_hits_per_line: usize,
+    #[arg(long)]
+    pub max_hits: Option<usize>,
+    #[arg(long)]
+    pub max_hits_per_line: Option<usize>,
     /// Indicators as `key=value` (`url=…`, `ip=…`, `hash=…`, `domain=…`) or bare
     /// values; together they form one request line.
     #[arg(required = true)]
@@ -415,57 +444,88 @@ pub fn parse_allow(list: &[String]) -> Result<Vec<tracer::indicator::IpRange>, S
 }
 
 impl ServeArgs {
-    /// What to serve: `-l` index files, then `-f` feeds.
-    pub fn sources(&self) -> Result<Sources, String> {
-        Ok(Sources {
-            indexes: self.indexes.clone(),
-            feeds: self.feeds.specs()?,
-            strict: self.feeds.strict,
-            allow_broad_masks: self.feeds.allow_broad_masks,
-            index_mode: self.index_mode.mode(),
-        })
+    /// The settings to serve with: the config file (if any) resolved, then every flag
+    /// given laid over it. With neither a file nor a feed, the demo feeds.
+    pub fn resolve(&self, cli: &Cli) -> Result<Resolved, String> {
+        let mut r = match &self.config {
+            Some(path) => config::load(path).map_err(|e| e.to_string())?,
+            None => config::File::default()
+                .resolve(None)
+                .map_err(|e| e.to_string())?,
+        };
+        self.apply(cli, &mut r)?;
+        Ok(r)
     }
 
-    /// The validated server settings.
-    pub fn config(&self) -> Result<serve::Config, String> {
-        if self.max_line == 0
-            || self.max_hits == 0
-            || self.max_hits_per_line == 0
-            || self.max_connections == 0
-        {
-            return Err(
-                "--max-line, --max-hits, --max-hits-per-line and --max-connections must be positive"
-                    .into(),
-            );
+    /// Lay the flags given over `r`.
+    pub fn apply(&self, cli: &Cli, r: &mut Resolved) -> Result<(), String> {
+        let c = &mut r.serve;
+        if let Some(v) = self.listen {
+            c.listen = v;
         }
-        if !(self.drain_timeout.is_finite() && self.drain_timeout >= 0.0) {
-            return Err("--drain-timeout must be a number of seconds".into());
-        }
-        let threads = match self.threads {
+        match self.threads {
             Some(0) => return Err("--threads must be positive".into()),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        Ok(serve::Config {
-            listen: self.listen,
-            threads,
-            io: self.io.mode(),
-            max_hits: self.max_hits,
-            max_hits_per_line: self.max_hits_per_line,
-            max_line: self.max_line,
-            max_connections: self.max_connections,
-            idle_timeout: self
-                .idle_timeout
-                .filter(|&s| s > 0)
-                .map(Duration::from_secs),
-            drain_timeout: Duration::from_secs_f64(self.drain_timeout),
-            allow: parse_allow(&self.allow)?,
-            log_requests: self.log_requests,
-            takeover: self.takeover,
-            watch: self.watch,
-            metrics: self.metrics,
-            bare: self.bare,
-        })
+            Some(n) => c.threads = n,
+            None => {}
+        }
+        if let Some(io) = self.io {
+            c.io = io.mode();
+        }
+        for (v, flag) in [
+            (self.max_hits, "--max-hits"),
+            (self.max_hits_per_line, "--max-hits-per-line"),
+            (self.max_line, "--max-line"),
+            (self.max_connections, "--max-connections"),
+        ] {
+            if v == Some(0) {
+                return Err(format!("{flag} must be positive"));
+            }
+        }
+        c.max_hits = self.max_hits.unwrap_or(c.max_hits);
+        c.max_hits_per_line = self.max_hits_per_line.unwrap_or(c.max_hits_per_line);
+        c.max_line = self.max_line.unwrap_or(c.max_line);
+        c.max_connections = self.max_connections.unwrap_or(c.max_connections);
+        if let Some(secs) = self.idle_timeout {
+            c.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+        }
+        if let Some(secs) = self.drain_timeout {
+            if !(secs.is_finite() && secs >= 0.0) {
+                return Err("--drain-timeout must be a number of seconds".into());
+            }
+            c.drain_timeout = Duration::from_secs_f64(secs);
+        }
+        if !self.allow.is_empty() {
+            c.allow = parse_allow(&self.allow)?;
+        }
+        c.log_requests |= self.log_requests;
+        c.takeover |= self.takeover;
+        c.watch |= self.watch;
+        c.bare |= self.bare;
+        if self.metrics.is_some() {
+            c.metrics = self.metrics;
+        }
+        let s = &mut r.plan.sources;
+        if !self.feeds.feeds.is_empty() {
+            s.feeds = self.feeds.specs()?;
+        }
+        if !self.indexes.is_empty() {
+            s.indexes = self.indexes.clone();
+        }
+        s.strict |= self.feeds.strict;
+        s.allow_broad_masks |= self.feeds.allow_broad_masks;
+        if let Some(m) = self.index_mode {
+            s.index_mode = m.mode();
+        }
+        if cli.log.is_some() {
+            r.log.filter = cli.log.clone();
+        }
+        if let Some(f) = cli.log_format {
+            r.log.format = f.format();
+        }
+        if self.log_file.is_some() {
+            r.log.file = self.log_file.clone();
+        }
+        Ok(())
     }
 }
 

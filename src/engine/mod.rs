@@ -13,10 +13,14 @@
 //! **Answers.** Looking an indicator up yields feed hits synchronously
 //! ([`Snapshot::feed_hits`], [`Snapshot::hit`]), then the enrichers' hits through
 //! [`Snapshot::enrich`], which is either ready (nothing to ask, or cached) or a future
-//! that waits on another system. A wire format renders the hits in order; a line
-//! whose enrichment is pending waits without holding up other connections, and a
-//! line that needs no waiting never touches the asynchronous machinery. No enricher
-//! exists yet, so `enrich` is always ready and empty.
+//! that waits on another system, within the largest timeout of the enrichers asked.
+//! A wire format renders the hits in order; a line whose enrichment is pending waits
+//! without holding up other connections, and a line that needs no waiting never
+//! touches the asynchronous machinery.
+//!
+//! **Enrichers across reloads.** A reload that keeps an enricher's settings keeps the
+//! enricher itself (its cache, its helper processes); only changed or new ones are
+//! built.
 
 pub mod sources;
 
@@ -26,6 +30,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+pub use crate::enrich::EnrichHit;
+use crate::enrich::{self, Answer, Enricher, Enrichers, Hits};
 use crate::index::{Counts, Hit, IndexSet, Scratch};
 use crate::indicator::Kind;
 pub use sources::{LoadError, Sources};
@@ -34,6 +40,7 @@ pub use sources::{LoadError, Sources};
 pub struct Snapshot {
     generation: u64,
     index: IndexSet,
+    enrichers: Arc<Enrichers>,
 }
 
 /// One hit as both wire formats need it.
@@ -48,35 +55,28 @@ pub struct AnswerHit<'a> {
     pub slot: usize,
 }
 
-/// A hit an enricher produced (owned: it outlives the call that made it).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EnrichHit {
-    pub category: Box<[u8]>,
-    pub context: Box<[u8]>,
-}
-
-impl EnrichHit {
-    pub fn as_answer(&self) -> AnswerHit<'_> {
-        AnswerHit {
-            category: &self.category,
-            context: &self.context,
-            slot: usize::MAX,
-        }
-    }
-}
-
-/// The enrichers' hits for one indicator.
+/// The enrichers' hits for one indicator, each enricher's in config order.
 pub enum Enrichment {
-    /// Known now: nothing applies, or every applicable enricher answered from cache.
-    Ready(Vec<EnrichHit>),
+    /// No enricher handles this kind.
+    None,
+    /// Known now: every enricher answered from what it knows or has cached.
+    Ready(Vec<Hits>),
     /// Some enricher must ask another system; resolves within its timeout (without
     /// that enricher's hits if it is late). Runs on the calling thread's runtime.
-    Pending(Pin<Box<dyn Future<Output = Vec<EnrichHit>>>>),
+    Pending(Pin<Box<dyn Future<Output = Vec<Hits>>>>),
 }
 
 impl Snapshot {
     pub fn new(generation: u64, index: IndexSet) -> Snapshot {
-        Snapshot { generation, index }
+        Snapshot::with_enrichers(generation, index, Arc::new(Enrichers::default()))
+    }
+
+    pub fn with_enrichers(generation: u64, index: IndexSet, enrichers: Arc<Enrichers>) -> Snapshot {
+        Snapshot {
+            generation,
+            index,
+            enrichers,
+        }
     }
 
     pub fn generation(&self) -> u64 {
@@ -117,9 +117,48 @@ impl Snapshot {
         self.index.categories()
     }
 
-    /// The enrichers' hits for one indicator (none are configured yet).
-    pub fn enrich(&self, _kind: Kind, _value: &[u8]) -> Enrichment {
-        Enrichment::Ready(Vec::new())
+    /// Whether any enricher is configured (a line then starts its enrichers' lookups
+    /// for all its indicators at once).
+    #[inline]
+    pub fn has_enrichers(&self) -> bool {
+        !self.enrichers.is_empty()
+    }
+
+    pub fn enrichers(&self) -> &Enrichers {
+        &self.enrichers
+    }
+
+    /// The enrichers' hits for one indicator.
+    pub fn enrich(&self, kind: Kind, value: &[u8]) -> Enrichment {
+        if !self.enrichers.handle(kind) {
+            return Enrichment::None;
+        }
+        let value = value.trim_ascii();
+        let mut ready: Vec<Option<Hits>> = Vec::new();
+        let mut waits = Vec::new();
+        for e in self.enrichers.iter().filter(|e| e.handles(kind)) {
+            match e.lookup(kind, value) {
+                Answer::Ready(h) => ready.push(Some(h)),
+                Answer::Pending(f) => {
+                    waits.push((ready.len(), f));
+                    ready.push(None);
+                }
+            }
+        }
+        if waits.is_empty() {
+            return Enrichment::Ready(ready.into_iter().flatten().collect());
+        }
+        Enrichment::Pending(Box::pin(async move {
+            let (slots, futures): (Vec<usize>, Vec<_>) = waits.into_iter().unzip();
+            let answers = futures_util::future::join_all(futures).await;
+            for (slot, hits) in slots.into_iter().zip(answers) {
+                ready[slot] = Some(hits);
+            }
+            ready
+                .into_iter()
+                .map(|h| h.unwrap_or_else(enrich::none))
+                .collect()
+        }))
     }
 
     pub fn record_count(&self) -> usize {
@@ -138,9 +177,18 @@ pub struct ReloadStats {
     pub failures: AtomicU64,
 }
 
+/// What a snapshot is made from: the sources to load, and the enrichers' settings.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub sources: Sources,
+    pub enrichers: Vec<enrich::Spec>,
+}
+
 /// The served snapshot and the means to replace it.
 pub struct Engine {
-    sources: Sources,
+    plan: Mutex<Plan>,
+    /// The enrichers built so far, with the settings they were built from.
+    built: Mutex<Vec<(enrich::Spec, Arc<dyn Enricher>)>>,
     current: Mutex<Arc<Snapshot>>,
     generation: AtomicU64,
     reloading: Mutex<()>,
@@ -150,14 +198,38 @@ pub struct Engine {
 impl Engine {
     /// Load the sources into generation 0.
     pub fn load(sources: Sources) -> Result<Engine, LoadError> {
-        let index = sources.load()?;
-        Ok(Engine::with_index(sources, index))
+        Engine::start(Plan {
+            sources,
+            enrichers: Vec::new(),
+        })
+    }
+
+    /// Load a plan (sources and enrichers) into generation 0.
+    pub fn start(plan: Plan) -> Result<Engine, LoadError> {
+        let index = plan.sources.load()?;
+        let engine = Engine {
+            plan: Mutex::new(Plan::default()),
+            built: Mutex::new(Vec::new()),
+            current: Mutex::new(Arc::new(Snapshot::new(0, IndexSet::new(Vec::new())))),
+            generation: AtomicU64::new(0),
+            reloading: Mutex::new(()),
+            stats: ReloadStats::default(),
+        };
+        let enrichers = engine.enrichers_for(&plan.enrichers)?;
+        *engine.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Snapshot::with_enrichers(0, index, enrichers));
+        *engine.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan;
+        Ok(engine)
     }
 
     /// An engine serving `index` as generation 0; reloads use `sources`.
     pub fn with_index(sources: Sources, index: IndexSet) -> Engine {
         Engine {
-            sources,
+            plan: Mutex::new(Plan {
+                sources,
+                enrichers: Vec::new(),
+            }),
+            built: Mutex::new(Vec::new()),
             current: Mutex::new(Arc::new(Snapshot::new(0, index))),
             generation: AtomicU64::new(0),
             reloading: Mutex::new(()),
@@ -165,8 +237,57 @@ impl Engine {
         }
     }
 
-    pub fn sources(&self) -> &Sources {
-        &self.sources
+    /// The sources reloads read.
+    pub fn sources(&self) -> Sources {
+        self.plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sources
+            .clone()
+    }
+
+    /// The enrichers for `specs`: those built before with the same settings are kept
+    /// (with their caches and helper processes), the others are built now.
+    fn enrichers_for(&self, specs: &[enrich::Spec]) -> Result<Arc<Enrichers>, LoadError> {
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let kept = built
+                .iter()
+                .find(|(s, _)| s == spec)
+                .map(|(_, e)| e.clone());
+            let e = match kept {
+                Some(e) => e,
+                None => Enrichers::build(std::slice::from_ref(spec))?
+                    .iter()
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| {
+                        LoadError::Enricher(enrich::BuildError::Invalid {
+                            name: spec.name.clone(),
+                            reason: "could not be built".into(),
+                        })
+                    })?,
+            };
+            next.push((spec.clone(), e));
+        }
+        let list = next.iter().map(|(_, e)| e.clone()).collect();
+        *built = next;
+        Ok(Arc::new(Enrichers::new(list)))
+    }
+
+    /// Replace the plan (a re-read config file) and reload from it. On error the old
+    /// plan and snapshot stay.
+    pub fn reconfigure(&self, plan: Plan) -> Result<u64, LoadError> {
+        let old = std::mem::replace(
+            &mut *self.plan.lock().unwrap_or_else(|p| p.into_inner()),
+            plan,
+        );
+        let r = self.reload();
+        if r.is_err() {
+            *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = old;
+        }
+        r
     }
 
     /// The generation published last: one atomic load, for the serving threads'
@@ -189,12 +310,17 @@ impl Engine {
     pub fn reload(&self) -> Result<u64, LoadError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
-        match self.sources.load() {
-            Ok(index) => {
+        let plan = self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let loaded = plan
+            .sources
+            .load()
+            .and_then(|index| Ok((index, self.enrichers_for(&plan.enrichers)?)));
+        match loaded {
+            Ok((index, enrichers)) => {
                 let records = index.record_count();
                 let mut guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
                 let generation = guard.generation + 1;
-                *guard = Arc::new(Snapshot::new(generation, index));
+                *guard = Arc::new(Snapshot::with_enrichers(generation, index, enrichers));
                 self.generation.store(generation, Ordering::Release);
                 drop(guard);
                 self.stats.reloads.fetch_add(1, Ordering::Relaxed);

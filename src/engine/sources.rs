@@ -15,6 +15,8 @@ pub enum LoadError {
     Compile(#[from] CompileError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Enricher(#[from] crate::enrich::BuildError),
 }
 
 /// Everything `serve` or `lookup` loads: index files, then feeds compiled in memory.

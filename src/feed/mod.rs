@@ -190,6 +190,18 @@ pub fn read(path: &Path, opts: &ReadOptions, sink: &mut dyn Sink) -> Result<(), 
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let reader = std::io::BufReader::with_capacity(1 << 16, file);
+    read_from(path, reader, format, opts, sink)
+}
+
+/// Read a feed of `format` from `reader`; `path` names it in messages. What [`read`]
+/// does once the file is open (and what the fuzz targets drive with bytes).
+pub fn read_from(
+    path: &Path,
+    reader: impl std::io::BufRead,
+    format: Format,
+    opts: &ReadOptions,
+    sink: &mut dyn Sink,
+) -> Result<(), FeedError> {
     let key: Vec<&str> = opts.key.split('.').filter(|s| !s.is_empty()).collect();
     match format {
         Format::Json => json::read_document(path, reader, &key, opts.records.as_deref(), sink),

@@ -126,6 +126,27 @@ impl Compiler {
 
     /// Read one feed and file its records and entries.
     pub fn add_feed(&mut self, spec: &FeedSpec) -> Result<FeedSummary, CompileError> {
+        self.add_feed_with(spec, |opts, sink| feed::read(&spec.path, opts, sink))
+    }
+
+    /// Read one feed from `reader` (its format given in `spec`, `spec.path` only
+    /// naming it in messages) and file its records.
+    pub fn add_feed_from(
+        &mut self,
+        spec: &FeedSpec,
+        format: Format,
+        reader: impl std::io::BufRead,
+    ) -> Result<FeedSummary, CompileError> {
+        self.add_feed_with(spec, |opts, sink| {
+            feed::read_from(&spec.path, reader, format, opts, sink)
+        })
+    }
+
+    fn add_feed_with(
+        &mut self,
+        spec: &FeedSpec,
+        read: impl FnOnce(&ReadOptions, &mut dyn feed::Sink) -> Result<(), FeedError>,
+    ) -> Result<FeedSummary, CompileError> {
         let first_record = self.record_count();
         let category = spec.category();
         if let Some(bar) = &self.progress {
@@ -147,7 +168,7 @@ impl Compiler {
             key: spec.key.clone(),
             records: spec.records.clone(),
         };
-        let result = feed::read(&spec.path, &opts, &mut sink);
+        let result = read(&opts, &mut sink);
         let mut summary = sink.summary;
         let mut reasons: Vec<(String, u64)> = sink.reasons.into_iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -296,7 +317,7 @@ impl Compiler {
             (SectionId::Masks, Section::Plain(m.table)),
             (SectionId::MaskPrefix, Section::Plain(m.prefix_fst)),
             (SectionId::MaskSuffix, Section::Plain(m.suffix_fst)),
-            (SectionId::MaskDfa, Section::Plain(m.dfa)),
+            (SectionId::MaskInfix, Section::Plain(m.infix)),
             (SectionId::Md5, Section::Plain(md5)),
             (SectionId::Sha1, Section::Plain(sha1)),
             (SectionId::Sha256, Section::Plain(sha256)),

@@ -17,7 +17,7 @@
 //! payload end   trailer: xxh3-64 of each 16 MiB chunk of the payload, in order
 //! ```
 //!
-//! Sections start on 16-byte boundaries (rkyv and the DFA need aligned bytes; the file
+//! Sections start on 16-byte boundaries (rkyv needs aligned bytes; the file
 //! is mapped at a page boundary). All integers are little-endian. The sections and how
 //! lookups use them are described in [`super`].
 //!
@@ -25,8 +25,8 @@
 //! header checksum, file length, section bounds, trailer checksum, then every payload
 //! chunk's checksum. Chunks are verified on all cores at once: one serial pass over a
 //! 1 GB index took over 200 ms on 2 cores. Only then are the sections parsed, and each
-//! parser validates its own structure too (rkyv `access`, table bounds,
-//! `DFA::from_bytes`), so a damaged file is an error that names the file and the
+//! parser validates its own structure too (rkyv `access`, table bounds, the fsts'
+//! own checksums), so a damaged file is an error that names the file and the
 //! reason, never undefined behaviour.
 
 use std::ops::Range;
@@ -35,12 +35,14 @@ use std::path::PathBuf;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub const MAGIC: &[u8; 8] = b"TRACERIX";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: rare URL masks are anchored by a literal of their host (an infix section)
+/// instead of one DFA.
+pub const FORMAT_VERSION: u32 = 2;
 pub const ENDIAN_MARK: u32 = 0x0102_0304;
 const FIXED: usize = 112;
 const ENTRY: usize = 24;
 pub const ALIGN: usize = 16;
-pub const CRATE_VERSIONS: &str = "rkyv 0.8, fst 0.4, regex-automata 0.4";
+pub const CRATE_VERSIONS: &str = "rkyv 0.8, fst 0.4";
 /// Payload bytes per checksum chunk.
 pub const CHUNK: usize = 16 << 20;
 
@@ -64,8 +66,9 @@ pub enum SectionId {
     MaskPrefix = 6,
     /// fst map: reversed literal host suffix of a `*…` mask → posting ref of mask ids.
     MaskSuffix = 7,
-    /// regex-automata dense DFA (LE) for masks with no literal anchor, + pattern→mask.
-    MaskDfa = 8,
+    /// Literals inside the host of masks nothing else anchors, and the masks with no
+    /// host literal at all (see `masks`).
+    MaskInfix = 8,
     /// Sorted digest tables (see `hashes`).
     Md5 = 9,
     Sha1 = 10,
@@ -84,7 +87,7 @@ impl SectionId {
         SectionId::Masks,
         SectionId::MaskPrefix,
         SectionId::MaskSuffix,
-        SectionId::MaskDfa,
+        SectionId::MaskInfix,
         SectionId::Md5,
         SectionId::Sha1,
         SectionId::Sha256,
@@ -101,7 +104,7 @@ impl SectionId {
             SectionId::Masks => "mask table",
             SectionId::MaskPrefix => "mask prefixes",
             SectionId::MaskSuffix => "mask host suffixes",
-            SectionId::MaskDfa => "mask DFA",
+            SectionId::MaskInfix => "mask infixes",
             SectionId::Md5 => "md5 table",
             SectionId::Sha1 => "sha1 table",
             SectionId::Sha256 => "sha256 table",
@@ -422,6 +425,37 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
         crate_versions,
         sections,
     })
+}
+
+/// Recompute the checksums of an index image whose payload was changed in place, so
+/// that the section parsers (not the checksums) meet the change: for fuzzing them.
+/// Leaves `bytes` alone when its fixed header does not describe it.
+#[doc(hidden)]
+pub fn reseal(bytes: &mut [u8]) {
+    if bytes.len() < FIXED {
+        return;
+    }
+    let header_len = u32_at(bytes, 16) as usize;
+    let payload_end = u64_at(bytes, 48) as usize;
+    if header_len > payload_end || payload_end > bytes.len() {
+        return;
+    }
+    let sums: Vec<u64> = bytes[header_len..payload_end]
+        .chunks(CHUNK)
+        .map(xxh3_64)
+        .collect();
+    if payload_end + sums.len() * 8 != bytes.len() {
+        return;
+    }
+    for (i, sum) in sums.iter().enumerate() {
+        let at = payload_end + i * 8;
+        bytes[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+    }
+    let trailer = xxh3_64(&bytes[payload_end..]);
+    bytes[32..40].copy_from_slice(&trailer.to_le_bytes());
+    bytes[40..48].fill(0);
+    let header = xxh3_64(&bytes[..header_len]);
+    bytes[40..48].copy_from_slice(&header.to_le_bytes());
 }
 
 /// Index of the first payload chunk whose checksum differs from the trailer's,

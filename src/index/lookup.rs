@@ -19,6 +19,7 @@ pub struct Scratch {
     norm: Vec<u8>,
     key: Vec<u8>,
     ids: Vec<u32>,
+    masks: masks::Scratch,
 }
 
 /// An indicator normalized once for every index of a set.
@@ -79,13 +80,19 @@ impl Index {
 
     /// Add to `ids` the (unsorted, possibly repeated) record ids matching one prepared
     /// indicator.
-    fn collect(&self, q: &Prepared<'_>, key: &mut Vec<u8>, ids: &mut Vec<u32>) {
+    fn collect(
+        &self,
+        q: &Prepared<'_>,
+        key: &mut Vec<u8>,
+        mask_scratch: &mut masks::Scratch,
+        ids: &mut Vec<u32>,
+    ) {
         // Raw entries answer to the value of any key, as sent.
         if self.holds.raw {
             self.exact_get(Tag::Raw, q.raw, key, ids);
         }
         if let Some(url) = q.url {
-            self.collect_url(url, key, ids);
+            self.collect_url(url, key, mask_scratch, ids);
         }
         if let Some((digest, len)) = &q.digest {
             self.collect_hash(&digest[..*len], ids);
@@ -95,7 +102,13 @@ impl Index {
         }
     }
 
-    fn collect_url(&self, url: &[u8], key: &mut Vec<u8>, ids: &mut Vec<u32>) {
+    fn collect_url(
+        &self,
+        url: &[u8],
+        key: &mut Vec<u8>,
+        mask_scratch: &mut masks::Scratch,
+        ids: &mut Vec<u32>,
+    ) {
         if self.holds.urls {
             // Exact URLs, then masks.
             self.exact_get(Tag::Url, url, key, ids);
@@ -105,7 +118,7 @@ impl Index {
                 self.exact.view(bytes),
                 url,
                 self.postings(),
-                key,
+                mask_scratch,
                 ids,
             );
         }
@@ -205,12 +218,17 @@ impl IndexSet {
         if value.is_empty() {
             return 0;
         }
-        let Scratch { norm, key, ids } = scratch;
+        let Scratch {
+            norm,
+            key,
+            ids,
+            masks: mask_scratch,
+        } = scratch;
         let q = Prepared::new(kind, value, norm);
         let mut found = 0;
         for (p, index) in self.parts.iter().enumerate() {
             ids.clear();
-            index.collect(&q, key, ids);
+            index.collect(&q, key, mask_scratch, ids);
             ids.sort_unstable();
             ids.dedup();
             for &id in ids.iter() {

@@ -11,8 +11,11 @@
 //! **Why not one DFA.** The obvious design compiles every mask into one
 //! `regex-automata` DFA. Its build time and size grow far faster than the mask count
 //! (figures in the README, from `cargo run --release --example mask_dfa_scaling`):
-//! the leading and embedded `*` create states that combine across masks. It is kept
-//! only for the masks that nothing else can anchor.
+//! the leading and embedded `*` create states that combine across masks. An earlier
+//! version still used one for the rare shapes nothing else anchors, until fuzzing
+//! found ten such masks that took 2.8 s and 22 MB to compile: a feed could stall
+//! `compile` and a feed refresh. Every shape is now anchored by something that builds
+//! in linear time.
 //!
 //! **What is built instead**, by the mask's shape (most common first):
 //! - literal host (`host/path/*`, `host/*.ext`): bucketed by host in the index's hashed
@@ -23,21 +26,23 @@
 //!   literal prefix, walked along the URL; every final state passed is a prefix of it.
 //! - another leading `*` with a literal host tail (`*-paypal.com/*`): an fst keyed by
 //!   the reversed tail, walked along the reversed host.
-//! - anything else (`*paypal*/*`, `*`): one small DFA, serialized in the index so
-//!   opening never rebuilds it.
+//! - a literal inside the host only (`*paypal*/*`): the longest literal run of the
+//!   host part, found in the URL's host by an Aho-Corasick automaton built when the
+//!   index is opened (linear in the literals' length).
+//! - no literal in the host at all (`*/admin/*`; only with `--allow-broad-masks`):
+//!   checked one by one, for every URL.
 //!
 //! An earlier version kept every mask in the two fsts; the buckets replaced it after
 //! profiling showed fst node decoding dominating lookups (README, Performance).
 //!
 //! Every candidate is then checked by [`matches`], the one definition of the semantics,
-//! so the fsts and the DFA are only filters and cannot disagree with it.
+//! so the buckets, fsts and literals are only filters and cannot disagree with it.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use aho_corasick::AhoCorasick;
 use fst::raw::Output;
-use regex_automata::dfa::{dense, Automaton, OverlappingState};
-use regex_automata::{Anchored, Input, MatchKind};
 
 use super::format::{le, SectionError, SectionId};
 use super::hashtab::{self, Tag};
@@ -100,7 +105,10 @@ pub enum Anchor<'a> {
     Prefix(&'a [u8]),
     /// Literal host tail after the last `*`, not yet reversed.
     HostSuffix(&'a [u8]),
-    Dfa,
+    /// The longest literal run inside the host part.
+    Infix(&'a [u8]),
+    /// No literal in the host part at all.
+    Any,
 }
 
 pub fn anchor(mask: &[u8]) -> Anchor<'_> {
@@ -119,10 +127,12 @@ pub fn anchor(mask: &[u8]) -> Anchor<'_> {
     }
     let tail_start = memchr::memrchr(b'*', host).map_or(0, |i| i + 1);
     if tail_start < host.len() {
-        Anchor::HostSuffix(&host[tail_start..])
-    } else {
-        Anchor::Dfa
+        return Anchor::HostSuffix(&host[tail_start..]);
     }
+    host.split(|&b| b == b'*')
+        .max_by_key(|run| run.len())
+        .filter(|run| !run.is_empty())
+        .map_or(Anchor::Any, Anchor::Infix)
 }
 
 /// The regex for a mask, with the same semantics as [`matches`]. Every literal byte is
@@ -145,29 +155,6 @@ pub fn to_regex(mask: &[u8]) -> String {
     re
 }
 
-/// Build a DFA matching any of `masks` (pattern i = mask i), anchored at the start.
-pub fn build_dfa(
-    masks: &[&[u8]],
-    size_limit: Option<usize>,
-) -> Result<dense::DFA<Vec<u32>>, String> {
-    let patterns: Vec<String> = masks.iter().map(|m| to_regex(m)).collect();
-    dense::Builder::new()
-        .configure(
-            dense::Config::new()
-                .match_kind(MatchKind::All)
-                .start_kind(regex_automata::dfa::StartKind::Anchored)
-                .dfa_size_limit(size_limit)
-                .determinize_size_limit(size_limit),
-        )
-        .syntax(
-            regex_automata::util::syntax::Config::new()
-                .unicode(false)
-                .utf8(false),
-        )
-        .build_many(&patterns)
-        .map_err(|e| e.to_string())
-}
-
 /// The serialized mask sections, produced at compile time.
 pub struct Built {
     pub table: Vec<u8>,
@@ -176,8 +163,8 @@ pub struct Built {
     pub buckets: Vec<(Box<[u8]>, u32)>,
     pub prefix_fst: Vec<u8>,
     pub suffix_fst: Vec<u8>,
-    pub dfa: Vec<u8>,
-    pub dfa_masks: usize,
+    /// The infix literals and the masks with no host literal (see [`Masks::open`]).
+    pub infix: Vec<u8>,
 }
 
 const TABLE_HEAD: usize = 16;
@@ -208,7 +195,8 @@ pub fn build(
     let mut prefixes: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     let mut suffixes: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     let mut buckets: BTreeMap<Box<[u8]>, Vec<u32>> = BTreeMap::new();
-    let mut dfa_ids = Vec::new();
+    let mut infixes: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+    let mut any = Vec::new();
     let (mut hosts, mut subdomains) = (0u32, 0u32);
     for (id, (mask, _)) in masks.iter().enumerate() {
         let id = id as u32;
@@ -232,7 +220,8 @@ pub fn build(
                 let rev: Vec<u8> = s.iter().rev().copied().collect();
                 suffixes.entry(rev).or_default().push(id);
             }
-            Anchor::Dfa => dfa_ids.push(id),
+            Anchor::Infix(run) => infixes.entry(run.to_vec()).or_default().push(id),
+            Anchor::Any => any.push(id),
         }
     }
     let fst_of = |map: BTreeMap<Vec<u8>, Vec<u32>>, postings: &mut postings::Builder| {
@@ -252,35 +241,35 @@ pub fn build(
     let prefix_fst = fst_of(prefixes, postings)?;
     let suffix_fst = fst_of(suffixes, postings)?;
 
-    let mut dfa = Vec::new();
-    le::put_u32(&mut dfa, dfa_ids.len() as u32);
-    for id in &dfa_ids {
-        le::put_u32(&mut dfa, *id);
+    // Infix section: u32 literals, u32 masks-with-no-literal; per literal u32 text
+    // offset, u32 length, u32 posting ref (of mask ids); the "any" mask ids; the
+    // literals' text.
+    let mut infix = Vec::new();
+    le::put_u32(&mut infix, infixes.len() as u32);
+    le::put_u32(&mut infix, any.len() as u32);
+    let mut text = Vec::new();
+    for (literal, ids) in &infixes {
+        let off = u32::try_from(text.len()).map_err(|_| "infix text exceeds 4 GiB")?;
+        le::put_u32(&mut infix, off);
+        le::put_u32(&mut infix, literal.len() as u32);
+        le::put_u32(&mut infix, postings.add(ids));
+        text.extend_from_slice(literal);
     }
-    if !dfa_ids.is_empty() {
-        let texts: Vec<&[u8]> = dfa_ids.iter().map(|&id| &*masks[id as usize].0).collect();
-        let built = build_dfa(&texts, Some(256 << 20))
-            .map_err(|e| format!("{} unanchored masks: {e}", texts.len()))?;
-        // The DFA bytes start 16-aligned inside a 16-aligned section.
-        while dfa.len() % 16 != 0 {
-            dfa.push(0);
-        }
-        let (bytes, pad) = built.to_bytes_little_endian();
-        dfa.extend_from_slice(&bytes[pad..]);
+    for id in &any {
+        le::put_u32(&mut infix, *id);
     }
+    infix.extend_from_slice(&text);
     Ok(Built {
         table,
         buckets,
         prefix_fst,
         suffix_fst,
-        dfa,
-        dfa_masks: dfa_ids.len(),
+        infix,
     })
 }
 
 /// The mask sections of an opened index, checked once: the table's header and row
-/// bounds, both fsts, and the DFA (copied into owned memory: it holds only the few
-/// masks nothing else can anchor).
+/// bounds, both fsts, and the infix literals (their automaton built here).
 pub struct Masks {
     count: usize,
     host_buckets: u32,
@@ -289,8 +278,18 @@ pub struct Masks {
     text: Range<usize>,
     prefix: fst::raw::Fst<Bytes>,
     suffix: fst::raw::Fst<Bytes>,
-    dfa_ids: Range<usize>,
-    dfa: Option<dense::DFA<Vec<u32>>>,
+    /// Finds the infix literals in a host; pattern `i` leads to `infix_refs[i]`.
+    infix: Option<AhoCorasick>,
+    infix_refs: Vec<u32>,
+    /// Masks with no literal in their host part.
+    any: Vec<u32>,
+}
+
+/// Buffers a mask lookup reuses.
+#[derive(Default)]
+pub struct Scratch {
+    key: Vec<u8>,
+    patterns: Vec<u32>,
 }
 
 impl Masks {
@@ -300,16 +299,36 @@ impl Masks {
         table: Bytes,
         prefix: Bytes,
         suffix: Bytes,
-        dfa: Bytes,
+        infix: Bytes,
     ) -> Result<Masks, (SectionId, SectionError)> {
         let in_table = |e| (SectionId::Masks, e);
         let (count, host_buckets, subdomain_buckets, rows, text) =
             table_layout(&table).map_err(in_table)?;
-        let prefix = fst::raw::Fst::new(prefix)
-            .map_err(|e| (SectionId::MaskPrefix, SectionError::rejected("fst", e)))?;
-        let suffix = fst::raw::Fst::new(suffix)
-            .map_err(|e| (SectionId::MaskSuffix, SectionError::rejected("fst", e)))?;
-        let (dfa_ids, dfa) = open_dfa(&dfa).map_err(|e| (SectionId::MaskDfa, e))?;
+        // The fst crate trusts its bytes once `new` has read the header, and panics on
+        // a damaged body: its own checksum is checked here, so damage is an error.
+        let fst = |bytes: Bytes, id: SectionId| {
+            let f =
+                fst::raw::Fst::new(bytes).map_err(|e| (id, SectionError::rejected("fst", e)))?;
+            f.verify()
+                .map_err(|e| (id, SectionError::rejected("fst checksum", e)))?;
+            Ok::<_, (SectionId, SectionError)>(f)
+        };
+        let prefix = fst(prefix, SectionId::MaskPrefix)?;
+        let suffix = fst(suffix, SectionId::MaskSuffix)?;
+        let (infix, infix_refs, any) =
+            open_infix(infix.as_ref()).map_err(|e| (SectionId::MaskInfix, e))?;
+        for &id in &any {
+            if id as usize >= count {
+                return Err((
+                    SectionId::MaskInfix,
+                    SectionError::OutOfRange {
+                        what: "mask id",
+                        value: id as u64,
+                        limit: count as u64,
+                    },
+                ));
+            }
+        }
         Ok(Masks {
             count,
             host_buckets,
@@ -318,8 +337,9 @@ impl Masks {
             text,
             prefix,
             suffix,
-            dfa_ids,
-            dfa,
+            infix,
+            infix_refs,
+            any,
         })
     }
 
@@ -328,9 +348,9 @@ impl Masks {
         self.count
     }
 
-    /// Masks only the DFA can find.
-    pub fn dfa_count(&self) -> usize {
-        self.dfa_ids.len() / 4
+    /// Masks found by a literal inside their host, and masks with no host literal.
+    pub fn infix_count(&self) -> (usize, usize) {
+        (self.infix_refs.len(), self.any.len())
     }
 
     fn mask_row<'a>(&self, bytes: &'a [u8], id: u32) -> Option<(&'a [u8], u32)> {
@@ -362,17 +382,18 @@ impl Masks {
 
     /// Add to `out` the records of every mask matching the normalized `url`. `bytes`
     /// are the index bytes and `buckets` its hashed table, which holds the host and
-    /// subdomain buckets; `key` is scratch space for bucket keys.
+    /// subdomain buckets.
     pub fn lookup(
         &self,
         bytes: &[u8],
         buckets: hashtab::Table<'_>,
         url: &[u8],
         postings: Postings<'_>,
-        key: &mut Vec<u8>,
+        scratch: &mut Scratch,
         out: &mut Vec<u32>,
     ) {
         let (host, _) = split_host(url);
+        let key = &mut scratch.key;
         let mut bucket = |tag: Tag, name: &[u8], out: &mut Vec<u32>| {
             hashtab::key_into(key, tag, name);
             if let Some(r) = buckets.get(key) {
@@ -397,18 +418,78 @@ impl Masks {
         walk(&self.suffix, host.iter().rev().copied(), |r| {
             postings.for_each(r, |id| self.verify(bytes, id, url, postings, out));
         });
-        if let Some(dfa) = &self.dfa {
-            let ids = bytes.get(self.dfa_ids.clone()).unwrap_or(&[]);
-            let input = Input::new(url).anchored(Anchored::Yes);
-            let mut state = OverlappingState::start();
-            while dfa.try_search_overlapping_fwd(&input, &mut state).is_ok() {
-                let Some(m) = state.get_match() else { break };
-                if let Some(id) = le::u32(ids, m.pattern().as_usize() * 4) {
-                    self.verify(bytes, id, url, postings, out);
+        if let Some(ac) = &self.infix {
+            // Each literal once, however often it occurs in the host.
+            let found = &mut scratch.patterns;
+            found.clear();
+            found.extend(ac.find_overlapping_iter(host).map(|m| m.pattern().as_u32()));
+            found.sort_unstable();
+            found.dedup();
+            for &p in found.iter() {
+                if let Some(&r) = self.infix_refs.get(p as usize) {
+                    postings.for_each(r, |id| self.verify(bytes, id, url, postings, out));
                 }
             }
         }
+        for &id in &self.any {
+            self.verify(bytes, id, url, postings, out);
+        }
     }
+}
+
+/// The infix section, parsed: the literals' automaton, each literal's posting ref,
+/// and the masks with no host literal.
+type OpenedInfix = (Option<AhoCorasick>, Vec<u32>, Vec<u32>);
+
+fn open_infix(s: &[u8]) -> Result<OpenedInfix, SectionError> {
+    let short = |needed: usize| SectionError::Short {
+        what: "infix literals",
+        needed: needed as u64,
+        len: s.len() as u64,
+    };
+    let n = le::u32(s, 0).ok_or(short(8))? as usize;
+    let any_n = le::u32(s, 4).ok_or(short(8))? as usize;
+    let rows_end = n
+        .checked_mul(12)
+        .and_then(|r| r.checked_add(8))
+        .ok_or(short(usize::MAX))?;
+    let any_end = any_n
+        .checked_mul(4)
+        .and_then(|a| a.checked_add(rows_end))
+        .filter(|&e| e <= s.len())
+        .ok_or(short(rows_end.saturating_add(any_n.saturating_mul(4))))?;
+    let text = &s[any_end..];
+    let mut literals = Vec::with_capacity(n);
+    let mut refs = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = 8 + i * 12;
+        let off = le::u32(s, at).ok_or(short(rows_end))? as usize;
+        let len = le::u32(s, at + 4).ok_or(short(rows_end))? as usize;
+        let lit = off
+            .checked_add(len)
+            .and_then(|end| text.get(off..end))
+            .filter(|l| !l.is_empty())
+            .ok_or(SectionError::Malformed {
+                what: "infix literal",
+                requirement: "a non-empty range of the section's text",
+            })?;
+        literals.push(lit);
+        refs.push(le::u32(s, at + 8).ok_or(short(rows_end))?);
+    }
+    let any = (0..any_n)
+        .map(|i| le::u32(s, rows_end + i * 4).ok_or(short(any_end)))
+        .collect::<Result<Vec<u32>, _>>()?;
+    let ac = if literals.is_empty() {
+        None
+    } else {
+        Some(
+            AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::Standard)
+                .build(&literals)
+                .map_err(|e| SectionError::rejected("infix automaton", e))?,
+        )
+    };
+    Ok((ac, refs, any))
 }
 
 /// The mask table's header, once: (masks, host buckets, subdomain buckets, row range,
@@ -438,46 +519,6 @@ fn table_layout(table: &Bytes) -> Result<TableLayout, SectionError> {
         base + TABLE_HEAD..text_start,
         text_start..table.range().end,
     ))
-}
-
-/// The DFA section, parsed: where the pattern→mask ids lie (absolute), and the DFA.
-type OpenedDfa = (Range<usize>, Option<dense::DFA<Vec<u32>>>);
-
-/// Parse the DFA section.
-fn open_dfa(section: &Bytes) -> Result<OpenedDfa, SectionError> {
-    let s = section.as_ref();
-    let base = section.range().start;
-    let n = le::u32(s, 0).ok_or(SectionError::Short {
-        what: "DFA pattern count",
-        needed: 4,
-        len: s.len() as u64,
-    })? as usize;
-    let ids_end = 4 + n * 4;
-    if s.len() < ids_end {
-        return Err(SectionError::Short {
-            what: "DFA pattern ids",
-            needed: ids_end as u64,
-            len: s.len() as u64,
-        });
-    }
-    if n == 0 {
-        return Ok((base + 4..base + 4, None));
-    }
-    let start = ids_end.div_ceil(16) * 16;
-    let bytes = s.get(start..).ok_or(SectionError::Short {
-        what: "DFA",
-        needed: start as u64,
-        len: s.len() as u64,
-    })?;
-    let (dfa, _) = dense::DFA::from_bytes(bytes).map_err(|e| SectionError::rejected("DFA", e))?;
-    if dfa.pattern_len() != n {
-        return Err(SectionError::Mismatch {
-            what: "DFA patterns",
-            expected: n as u64,
-            found: dfa.pattern_len() as u64,
-        });
-    }
-    Ok((base + 4..base + ids_end, Some(dfa.to_owned())))
 }
 
 /// Follow `input` through the fst from its root, calling `f` with the value of every
@@ -580,35 +621,96 @@ mod tests {
         assert_eq!(anchor(b"*.*.evil.com/*"), Anchor::HostSuffix(b".evil.com"));
         assert_eq!(anchor(b"*-pay.com/*"), Anchor::HostSuffix(b"-pay.com"));
         assert_eq!(anchor(b"*pay*pal.com"), Anchor::HostSuffix(b"pal.com"));
-        assert_eq!(anchor(b"*paypal*/*"), Anchor::Dfa);
-        assert_eq!(anchor(b"*"), Anchor::Dfa);
+        assert_eq!(anchor(b"*paypal*/*"), Anchor::Infix(b"paypal"));
+        assert_eq!(anchor(b"*x*secure-pay*/*"), Anchor::Infix(b"secure-pay"));
+        assert_eq!(anchor(b"*/admin/*"), Anchor::Any);
+        assert_eq!(anchor(b"*"), Anchor::Any);
+    }
+
+    /// Compile masks into sections, open them, look URLs up: what matches must be
+    /// exactly what [`matches`] says, for every anchor shape.
+    fn lookup_all(masks: &[&[u8]], urls: &[&[u8]], allow: bool) {
+        let mut post = postings::Builder::default();
+        let entries: Vec<(Box<[u8]>, u32)> = masks
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (Box::from(*m), i as u32))
+            .collect();
+        let built = build(entries, &mut post).expect("build");
+        let table = hashtab::build(&built.buckets).expect("buckets");
+        let sections: Vec<&[u8]> = vec![
+            &built.table,
+            &built.prefix_fst,
+            &built.suffix_fst,
+            &built.infix,
+            &table,
+        ];
+        let mut all = Vec::new();
+        let mut ranges = Vec::new();
+        for s in sections {
+            let start = all.len();
+            all.extend_from_slice(s);
+            ranges.push(start..all.len());
+            while all.len() % 16 != 0 {
+                all.push(0);
+            }
+        }
+        let storage = std::sync::Arc::new(super::super::storage::Storage::copy_of(&all));
+        let bytes = |i: usize| Bytes::new(storage.clone(), ranges[i].clone());
+        let m = Masks::open(bytes(0), bytes(1), bytes(2), bytes(3)).expect("open");
+        let table_layout =
+            hashtab::Layout::check(storage.as_ref().as_ref(), ranges[4].clone()).expect("table");
+        let post = post.into_bytes();
+        let mut scratch = Scratch::default();
+        for url in urls {
+            let mut got = Vec::new();
+            let whole: &[u8] = storage.as_ref().as_ref();
+            m.lookup(
+                whole,
+                table_layout.view(whole),
+                url,
+                Postings(&post),
+                &mut scratch,
+                &mut got,
+            );
+            got.sort_unstable();
+            got.dedup();
+            let want: Vec<u32> = (0..masks.len() as u32)
+                .filter(|&i| matches(masks[i as usize], url))
+                .collect();
+            assert_eq!(
+                got,
+                want,
+                "url {:?} (allow {allow})",
+                String::from_utf8_lossy(url)
+            );
+        }
     }
 
     #[test]
-    fn dfa_agrees_with_glob() {
-        let masks: Vec<&[u8]> = vec![b"*paypal*/*", b"*", b"*x*/a*b", b"*.x/*"];
-        let dfa = build_dfa(&masks, None).expect("small DFA");
-        for url in [
-            &b"secure-paypal.com/login"[..],
-            b"a.x/q/a1b",
-            b"ax",
-            b"",
+    fn every_anchor_shape_finds_what_glob_matches() {
+        let masks: Vec<&[u8]> = vec![
+            b"a.com/x/*",
+            b"*.evil.com/*",
+            b"discord*.gift/*",
+            b"*-pay.com/*",
+            b"*paypal*/*",
+            b"*x*secure*/a*b",
+            b"*/admin/*",
+        ];
+        let urls: Vec<&[u8]> = vec![
+            b"a.com/x/y",
+            b"b.evil.com/z",
+            b"discord-nitro.gift/claim",
+            b"my-pay.com/x",
+            b"secure-paypal.com/login",
+            b"xxsecurex/a1b",
+            b"any.host/admin/panel",
             b"paypal.com",
-        ] {
-            let input = Input::new(url).anchored(Anchored::Yes);
-            let mut state = OverlappingState::start();
-            let mut got = Vec::new();
-            while dfa.try_search_overlapping_fwd(&input, &mut state).is_ok() {
-                let Some(m) = state.get_match() else { break };
-                got.push(m.pattern().as_usize());
-            }
-            got.sort_unstable();
-            got.dedup();
-            let want: Vec<usize> = (0..masks.len())
-                .filter(|&i| matches(masks[i], url))
-                .collect();
-            assert_eq!(got, want, "url {:?}", String::from_utf8_lossy(url));
-        }
+            b"nothing.example/",
+            b"aaaa.paypalpaypal.com/x",
+        ];
+        lookup_all(&masks, &urls, true);
     }
 
     mod props {

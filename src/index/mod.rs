@@ -7,7 +7,7 @@
 //! | indicator | structure |
 //! | --- | --- |
 //! | exact URL, domain, raw string | [`hashtab`]: one hashed table keyed by a [`hashtab::Tag`] + normalized value |
-//! | URL mask | [`masks`]: host and subdomain buckets in the same table; fsts and a small DFA for rare shapes |
+//! | URL mask | [`masks`]: host and subdomain buckets in the same table; fsts and host literals (Aho-Corasick) for rarer shapes |
 //! | hash | [`hashes`]: sorted binary digests with a bucket directory |
 //! | IP, CIDR, range | [`ip`]: per-prefix-length sorted networks |
 //!

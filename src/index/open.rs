@@ -2,7 +2,7 @@
 //!
 //! [`format::check`] verifies the header and every checksum before anything else is
 //! read; each section is then parsed by its own module, which validates its
-//! structure (rkyv `access`, table bounds, fst headers, `DFA::from_bytes`) and keeps
+//! structure (rkyv `access`, table bounds, fst checksums, infix literals) and keeps
 //! only offsets. After that an [`Index`] never changes and holds no locks: lookups
 //! ([`super::lookup`]) read the views without re-checking.
 
@@ -24,7 +24,9 @@ pub struct Counts {
     pub records: u64,
     pub exact_keys: u64,
     pub masks: u64,
-    pub dfa_masks: u64,
+    /// Masks anchored by a literal inside their host, and masks with no host literal.
+    pub infix_masks: u64,
+    pub any_masks: u64,
     pub md5: u64,
     pub sha1: u64,
     pub sha256: u64,
@@ -37,7 +39,8 @@ impl Counts {
         self.records += o.records;
         self.exact_keys += o.exact_keys;
         self.masks += o.masks;
-        self.dfa_masks += o.dfa_masks;
+        self.infix_masks += o.infix_masks;
+        self.any_masks += o.any_masks;
         self.md5 += o.md5;
         self.sha1 += o.sha1;
         self.sha256 += o.sha256;
@@ -117,7 +120,7 @@ impl Index {
             shared(SectionId::Masks)?,
             shared(SectionId::MaskPrefix)?,
             shared(SectionId::MaskSuffix)?,
-            shared(SectionId::MaskDfa)?,
+            shared(SectionId::MaskInfix)?,
         )
         .map_err(|(id, e)| corrupt(id)(e))?;
         let mut digests: [hashes::Layout; 3] = Default::default();
@@ -147,7 +150,8 @@ impl Index {
             records: records.count() as u64,
             exact_keys: exact.len() as u64,
             masks: masks.count() as u64,
-            dfa_masks: masks.dfa_count() as u64,
+            infix_masks: masks.infix_count().0 as u64,
+            any_masks: masks.infix_count().1 as u64,
             md5: digests[0].len() as u64,
             sha1: digests[1].len() as u64,
             sha256: digests[2].len() as u64,

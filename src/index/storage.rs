@@ -16,7 +16,7 @@
 //!   Costs disk space equal to the file, and the copy.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -65,10 +65,12 @@ impl Storage {
 }
 
 /// Read the whole file into anonymous memory (page-aligned, so every section keeps
-/// its alignment). A file that shrinks while it is read fails here; one rewritten
-/// while it is read fails its checksums at open.
+/// its alignment), one slice per core: the cost is page faults and copying, both of
+/// which spread over cores. A file that shrinks while it is read fails here; one
+/// rewritten while it is read fails its checksums at open.
 fn read_into_memory(path: &Path) -> std::io::Result<Storage> {
-    let mut file = File::open(path)?;
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path)?;
     let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
     if len == 0 {
         return Ok(Storage::copy_of(&[]));
@@ -78,7 +80,26 @@ fn read_into_memory(path: &Path) -> std::io::Result<Storage> {
     // advice: where the kernel has none to give, small pages serve as well.
     #[cfg(target_os = "linux")]
     let _ = map.advise(memmap2::Advice::HugePage);
-    file.read_exact(&mut map[..])?;
+    const PIECE: usize = 16 << 20;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(len.div_ceil(PIECE))
+        .max(1);
+    let per = len.div_ceil(threads).div_ceil(PIECE) * PIECE;
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = map
+            .chunks_mut(per)
+            .enumerate()
+            .map(|(i, part)| {
+                let file = &file;
+                scope.spawn(move || file.read_exact_at(part, (i * per) as u64))
+            })
+            .collect();
+        readers.into_iter().try_for_each(|r| {
+            r.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("a reader thread failed")))
+        })
+    })?;
     Ok(Storage::Mapped(map.make_read_only()?))
 }
 

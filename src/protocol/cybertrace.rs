@@ -15,7 +15,12 @@
 //! Client side (the load generator, tests): [`PREAMBLE`], [`parse_hit`] and
 //! [`AnswerSplitter`].
 
-use crate::engine::{AnswerHit, Snapshot};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::engine::{AnswerHit, Enrichment, Snapshot};
+use crate::enrich::Hits;
 use crate::index::records::escape_into;
 use crate::index::{Hit, Scratch};
 use crate::indicator::{self, Kind};
@@ -436,9 +441,27 @@ impl Default for Limits {
     }
 }
 
+/// Where answering one line stands, from [`Responder::answer_part`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// The answer is complete (`LookupFinished` written).
+    Done,
+    /// The output reached its limit: write it, then go on.
+    Full,
+    /// An enricher is asking another system: [`LineState::wait`], then go on.
+    Waiting,
+}
+
+/// The enrichers' answer for one indicator of a line being answered.
+enum Enriched {
+    None,
+    Ready(Vec<Hits>),
+    Pending(Pin<Box<dyn Future<Output = Vec<Hits>>>>),
+}
+
 /// How far the answer to one line has been written: kept by the caller between the
-/// pieces of a long answer, so the answer can stop when the output is full and go on
-/// after it has been written. Start each line with a fresh (default) one.
+/// pieces of a long answer, and while an enricher is asked, so the answer can stop
+/// and go on later. Start each line with a fresh (or [`reset`](Self::reset)) one.
 #[derive(Default)]
 pub struct LineState {
     cursor: Cursor,
@@ -448,6 +471,14 @@ pub struct LineState {
     next_hit: usize,
     categories: Categories,
     outcome: Outcome,
+    started: bool,
+    /// With enrichers: every indicator's enrichment, started when the line was begun
+    /// (so they all wait at once), taken in turn.
+    enrichments: VecDeque<Enriched>,
+    /// The current indicator's enrichment, and how far its hits have been written.
+    current: Option<Enriched>,
+    part: usize,
+    part_hit: usize,
 }
 
 impl LineState {
@@ -459,10 +490,24 @@ impl LineState {
         self.next_hit = 0;
         self.categories.clear();
         self.outcome = Outcome::default();
+        self.started = false;
+        self.enrichments.clear();
+        self.current = None;
+        self.part = 0;
+        self.part_hit = 0;
     }
 
     pub fn outcome(&self) -> Outcome {
         self.outcome
+    }
+
+    /// Wait for the enrichment the answer stopped at ([`Progress::Waiting`]). It
+    /// resolves within the enrichers' timeouts.
+    pub async fn wait(&mut self) {
+        if let Some(Enriched::Pending(f)) = self.current.as_mut() {
+            let parts = f.await;
+            self.current = Some(Enriched::Ready(parts));
+        }
     }
 }
 
@@ -483,23 +528,28 @@ impl Responder {
         }
     }
 
-    /// Append the whole answer to `line` to `out`; `on_hit` sees every hit written.
-    pub fn answer(
+    /// Append the whole answer to `line` to `out`, waiting for enrichers as needed;
+    /// `on_hit` sees every feed hit written.
+    pub async fn answer(
         &mut self,
         snapshot: &Snapshot,
         line: &[u8],
         out: &mut Vec<u8>,
-        on_hit: impl FnMut(&AnswerHit<'_>),
+        mut on_hit: impl FnMut(&AnswerHit<'_>),
     ) -> Outcome {
         let mut state = LineState::default();
-        self.answer_part(snapshot, line, &mut state, out, usize::MAX, on_hit);
+        while self.answer_part(snapshot, line, &mut state, out, usize::MAX, &mut on_hit)
+            == Progress::Waiting
+        {
+            state.wait().await;
+        }
         state.outcome
     }
 
-    /// Append the answer to `line` to `out`, stopping once `out` holds `limit` bytes
-    /// or more. Returns true when the answer is complete (`LookupFinished` written);
-    /// false means: write `out`, then call again with the same `line` and `state`.
-    /// A hit line is never split, so `out` may pass `limit` by one hit line.
+    /// Append the answer to `line` to `out`, until it is complete, `out` holds
+    /// `limit` bytes or more, or an enricher must be waited for. A hit line is never
+    /// split, so `out` may pass `limit` by one hit line. Call again with the same
+    /// `line` and `state` to go on.
     pub fn answer_part(
         &mut self,
         snapshot: &Snapshot,
@@ -508,29 +558,73 @@ impl Responder {
         out: &mut Vec<u8>,
         limit: usize,
         mut on_hit: impl FnMut(&AnswerHit<'_>),
-    ) -> bool {
+    ) -> Progress {
         let Limits {
             max_hits,
             max_hits_per_line,
         } = self.limits;
+        if !state.started {
+            state.started = true;
+            if snapshot.has_enrichers() {
+                // Ask every enricher about every indicator now, so a line with three
+                // slow indicators waits once, not three times.
+                for ind in Indicators::new(line) {
+                    state
+                        .enrichments
+                        .push_back(match snapshot.enrich(ind.kind, ind.value) {
+                            Enrichment::None => Enriched::None,
+                            Enrichment::Ready(parts) => Enriched::Ready(parts),
+                            Enrichment::Pending(f) => Enriched::Pending(f),
+                        });
+                }
+            }
+        }
         loop {
-            // Hits of the current indicator.
+            let (a, b) = state.value;
+            // Feed hits of the current indicator.
             while state.next_hit < state.hits.len() {
                 if out.len() >= limit {
-                    return false;
+                    return Progress::Full;
                 }
                 if state.outcome.hits as usize >= max_hits_per_line {
                     state.outcome.line_truncated = true;
                     out.extend_from_slice(FINISHED);
-                    return true;
+                    return Progress::Done;
                 }
                 let h = snapshot.hit(state.hits[state.next_hit]);
                 state.next_hit += 1;
                 on_hit(&h);
                 let nth = state.categories.next(h.category);
-                let (a, b) = state.value;
                 encode_hit(out, h.category, nth, &line[a..b], h.context);
                 state.outcome.hits += 1;
+            }
+            // Then the enrichers' hits, in config order.
+            match &state.current {
+                Some(Enriched::Pending(_)) => return Progress::Waiting,
+                Some(Enriched::Ready(parts)) => {
+                    while state.part < parts.len() {
+                        let hits = &parts[state.part];
+                        if state.part_hit >= hits.len().min(max_hits) {
+                            state.part += 1;
+                            state.part_hit = 0;
+                            continue;
+                        }
+                        if out.len() >= limit {
+                            return Progress::Full;
+                        }
+                        if state.outcome.hits as usize >= max_hits_per_line {
+                            state.outcome.line_truncated = true;
+                            out.extend_from_slice(FINISHED);
+                            return Progress::Done;
+                        }
+                        let h = &hits[state.part_hit];
+                        state.part_hit += 1;
+                        let nth = state.categories.next(&h.category);
+                        encode_hit(out, &h.category, nth, &line[a..b], &h.context);
+                        state.outcome.hits += 1;
+                    }
+                }
+                Some(Enriched::None) | None => {}
             }
             // The next indicator.
             let mut indicators = Indicators::resume(line, state.cursor);
@@ -538,13 +632,16 @@ impl Responder {
             state.cursor = indicators.cursor();
             let Some(ind) = next else {
                 out.extend_from_slice(FINISHED);
-                return true;
+                return Progress::Done;
             };
             state.outcome.by_kind[ind.kind.index()] += 1;
             let start = ind.value.as_ptr() as usize - line.as_ptr() as usize;
             state.value = (start, start + ind.value.len());
             state.hits.clear();
             state.next_hit = 0;
+            state.current = state.enrichments.pop_front();
+            state.part = 0;
+            state.part_hit = 0;
             let found = snapshot.feed_hits(
                 ind.kind,
                 ind.value,

@@ -46,6 +46,37 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings that differ from `running`'s: they are fixed while a server runs
+    /// (listeners, threads, limits), so a re-read configuration reports them.
+    pub fn needs_restart(&self, running: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check("listen", self.listen != running.listen);
+        check("threads", self.threads != running.threads);
+        check("io", self.io != running.io);
+        check("max_hits", self.max_hits != running.max_hits);
+        check(
+            "max_hits_per_line",
+            self.max_hits_per_line != running.max_hits_per_line,
+        );
+        check("max_line", self.max_line != running.max_line);
+        check(
+            "max_connections",
+            self.max_connections != running.max_connections,
+        );
+        check("idle_timeout", self.idle_timeout != running.idle_timeout);
+        check("drain_timeout", self.drain_timeout != running.drain_timeout);
+        check("allow", self.allow != running.allow);
+        check("log_requests", self.log_requests != running.log_requests);
+        check("watch", self.watch != running.watch);
+        check("metrics.listen", self.metrics != running.metrics);
+        changed
+    }
+
     /// The limits on one answer.
     pub fn limits(&self) -> Limits {
         Limits {

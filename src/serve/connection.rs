@@ -17,6 +17,14 @@
 //! max-line` bytes. A client that stops reading its answers stalls our write, so we
 //! stop reading its requests (backpressure).
 //!
+//! **Enrichers.** A line whose answer waits on an enricher is *parked*: the lines
+//! after it in the same read are looked up meanwhile (their enrichers asked at once)
+//! into buffers of their own, and answers leave strictly in request order as each
+//! head of the queue completes, within the enrichers' timeouts. The next read waits
+//! until the queue is empty, and a queue that grows past a bound stops taking lines
+//! (the rest wait in `pending`), so a client cannot make it hold more than about
+//! `PARK_BYTES` of answers. Other connections never wait: each is a task of its own.
+//!
 //! **Drain.** After `SIGTERM` a connection answers every line it has received, then
 //! closes at the next answer boundary once nothing more waits in its socket. The last
 //! answer and the FIN leave in one segment (the socket is corked before the last
@@ -29,10 +37,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+use std::rc::Rc;
+
 use super::io::{self, Transport};
 use super::stats::ErrorReason;
 use super::worker::{ThreadSnapshot, Worker};
-use crate::protocol::cybertrace::{self as protocol, Decoder, Frame, LineState};
+use crate::protocol::cybertrace::{self as protocol, Decoder, Frame, LineState, Outcome, Progress};
 
 pub const READ_SIZE: usize = 64 * 1024;
 pub const OUT_HIGH: usize = 256 * 1024;
@@ -41,6 +52,10 @@ pub const OUT_HIGH: usize = 256 * 1024;
 pub const DRAIN_IDLE: Duration = Duration::from_millis(250);
 /// After our FIN, how long to keep reading before closing.
 pub const LINGER: Duration = Duration::from_millis(500);
+/// Parked answers a connection holds at most before it stops taking further lines.
+pub const PARK_BYTES: usize = 4 * OUT_HIGH;
+/// Parked lines at most.
+pub const PARK_LINES: usize = 1024;
 
 /// How a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +104,10 @@ pub async fn serve<T: Transport>(
     let mut chunk: Vec<u8> = Vec::with_capacity(READ_SIZE);
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut line = LineState::default();
+    let mut parked: VecDeque<Parked> = VecDeque::new();
+    // False when the last batch stopped early with complete lines left in `pending`
+    // (too much parked): answer those before reading more.
+    let mut need_read = true;
     let mut logged = Logged::default();
     let mut drain: Option<Instant> = *shutdown.borrow();
     // When an idle connection stops waiting for a request during the drain.
@@ -99,7 +118,10 @@ pub async fn serve<T: Transport>(
         if chunk.capacity() < READ_SIZE {
             chunk.reserve(READ_SIZE);
         }
-        let event = {
+        let event = if !need_read {
+            // Lines already here: answer them, with nothing read.
+            Some(Ok((Ok(usize::MAX), std::mem::take(&mut chunk))))
+        } else {
             let mut read = std::pin::pin!(io.read_into(std::mem::take(&mut chunk)));
             loop {
                 if let Some(deadline) = drain {
@@ -150,6 +172,10 @@ pub async fn serve<T: Transport>(
         };
         chunk = buf;
         let n = match res {
+            Ok(usize::MAX) => {
+                chunk.clear();
+                usize::MAX
+            }
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "read failed, closing");
@@ -162,19 +188,20 @@ pub async fn serve<T: Transport>(
         if n == 0 {
             // Client half-closed: a last line without LF still gets its answer.
             if let Some(frame) = decoder.finish(&pending) {
-                let r = answer_frame(
+                let mut ctx = Ctx {
                     worker,
-                    &snap,
-                    frame,
-                    &mut io,
-                    &mut out,
-                    &mut line,
-                    &mut tally,
-                    &mut logged,
+                    io: &mut io,
+                    out: &mut out,
+                    line: &mut line,
+                    parked: &mut parked,
+                    tally: &mut tally,
+                    logged: &mut logged,
                     peer,
-                )
-                .await;
-                if r.is_ok() && !out.is_empty() {
+                };
+                if ctx.frame(&snap, frame).await.is_ok()
+                    && ctx.flush_parked(drain).await.is_ok()
+                    && !out.is_empty()
+                {
                     let (_, _) = io.write_all(std::mem::take(&mut out)).await;
                 }
             }
@@ -195,35 +222,45 @@ pub async fn serve<T: Transport>(
         let data: &[u8] = if from_chunk { &chunk } else { &pending };
         let mut pos = 0;
         let mut failed = false;
-        loop {
-            let (used, frame) = decoder.next(&data[pos..]);
-            pos += used;
-            let Some(frame) = frame else {
-                if used == 0 {
+        need_read = true;
+        {
+            let mut ctx = Ctx {
+                worker,
+                io: &mut io,
+                out: &mut out,
+                line: &mut line,
+                parked: &mut parked,
+                tally: &mut tally,
+                logged: &mut logged,
+                peer,
+            };
+            loop {
+                if ctx.parked_too_much() {
+                    // The rest waits in `pending`, answered once the queue drains.
+                    need_read = false;
                     break;
                 }
-                continue;
-            };
-            if answer_frame(
-                worker,
-                &snap,
-                frame,
-                &mut io,
-                &mut out,
-                &mut line,
-                &mut tally,
-                &mut logged,
-                peer,
-            )
-            .await
-            .is_err()
-            {
-                failed = true;
-                break;
+                let (used, frame) = decoder.next(&data[pos..]);
+                pos += used;
+                let Some(frame) = frame else {
+                    if used == 0 {
+                        break;
+                    }
+                    continue;
+                };
+                if ctx.frame(&snap, frame).await.is_err() {
+                    failed = true;
+                    break;
+                }
+                if ctx.out.len() >= OUT_HIGH && write_out(ctx.io, ctx.out, peer).await.is_err() {
+                    failed = true;
+                    break;
+                }
             }
-            if out.len() >= OUT_HIGH && write_out(&mut io, &mut out, peer).await.is_err() {
-                failed = true;
-                break;
+            // Answers waiting on enrichers, in order (what came before them first).
+            if !failed && !ctx.parked.is_empty() {
+                failed = write_out(ctx.io, ctx.out, peer).await.is_err()
+                    || ctx.flush_parked(drain).await.is_err();
             }
         }
         worker.stats.batch(
@@ -336,86 +373,227 @@ async fn sleep_or_forever(d: Option<Duration>) {
     }
 }
 
-/// Answer one frame into `out`, writing `out` whenever it passes [`OUT_HIGH`] in the
-/// middle of a long answer. `Err` means the connection failed.
-#[allow(clippy::too_many_arguments)]
-async fn answer_frame<T: Transport>(
-    worker: &Worker,
-    snap: &ThreadSnapshot,
-    frame: Frame<'_>,
-    io: &mut T,
-    out: &mut Vec<u8>,
-    line: &mut LineState,
-    tally: &mut Tally,
-    logged: &mut Logged,
+/// A line that waits on an enricher, or one answered behind such a line: answers
+/// leave in request order.
+struct Parked {
+    text: Vec<u8>,
+    state: LineState,
+    out: Vec<u8>,
+    snap: Rc<ThreadSnapshot>,
+    /// Answered completely (only writing it remains).
+    done: bool,
+    /// A frame with nothing to look up (`PONG`, an over-long line's answer).
+    plain: bool,
+}
+
+/// What answering a connection's lines works with.
+struct Ctx<'c, T> {
+    worker: &'c Worker,
+    io: &'c mut T,
+    out: &'c mut Vec<u8>,
+    line: &'c mut LineState,
+    parked: &'c mut VecDeque<Parked>,
+    tally: &'c mut Tally,
+    logged: &'c mut Logged,
     peer: SocketAddr,
-) -> Result<(), ()> {
-    let cfg = &worker.shared.config;
-    let text = match frame {
-        Frame::Ping => {
-            out.extend_from_slice(protocol::PONG);
-            return Ok(());
-        }
-        Frame::Overlong => {
-            out.extend_from_slice(protocol::FINISHED);
-            tally.requests += 1;
-            return Ok(());
-        }
-        Frame::Line(_) if cfg.bare => {
-            out.extend_from_slice(protocol::FINISHED);
-            tally.requests += 1;
-            return Ok(());
-        }
-        Frame::Line(text) => text,
-    };
-    #[cfg(feature = "fault-injection")]
-    if text == b"tracer-fault:panic" {
-        panic!("fault injection: a panic while answering a request");
+}
+
+impl<T: Transport> Ctx<'_, T> {
+    fn parked_too_much(&self) -> bool {
+        self.parked.len() >= PARK_LINES
+            || self
+                .parked
+                .iter()
+                .map(|p| p.out.len() + p.text.len())
+                .sum::<usize>()
+                >= PARK_BYTES
     }
-    let start = out.len();
-    line.reset();
-    let categories = &snap.categories;
-    loop {
-        // The responder is shared by this thread's connections: borrow it only for
-        // the synchronous part, never across the write below.
-        let done = worker.responder.borrow_mut().answer_part(
+
+    /// Answer one frame: into `out`, writing it whenever it passes [`OUT_HIGH`] in
+    /// the middle of a long answer; or, when it waits on an enricher or comes after
+    /// one that does, into the parked queue. `Err` means the connection failed.
+    async fn frame(&mut self, snap: &Rc<ThreadSnapshot>, frame: Frame<'_>) -> Result<(), ()> {
+        let cfg = &self.worker.shared.config;
+        let plain: Option<&[u8]> = match frame {
+            Frame::Ping => Some(protocol::PONG),
+            Frame::Overlong => {
+                self.tally.requests += 1;
+                Some(protocol::FINISHED)
+            }
+            Frame::Line(_) if cfg.bare => {
+                self.tally.requests += 1;
+                Some(protocol::FINISHED)
+            }
+            Frame::Line(_) => None,
+        };
+        if let Some(answer) = plain {
+            match self.parked.back() {
+                None => self.out.extend_from_slice(answer),
+                Some(_) => self.parked.push_back(Parked {
+                    text: Vec::new(),
+                    state: LineState::default(),
+                    out: answer.to_vec(),
+                    snap: snap.clone(),
+                    done: true,
+                    plain: true,
+                }),
+            }
+            return Ok(());
+        }
+        let Frame::Line(text) = frame else {
+            return Ok(());
+        };
+        #[cfg(feature = "fault-injection")]
+        if text == b"tracer-fault:panic" {
+            panic!("fault injection: a panic while answering a request");
+        }
+        if !self.parked.is_empty() {
+            // Behind a waiting line: look it up now, write it in turn.
+            let mut p = Parked {
+                text: text.to_vec(),
+                state: LineState::default(),
+                out: Vec::new(),
+                snap: snap.clone(),
+                done: false,
+                plain: false,
+            };
+            let progress = self.answer(&p.snap, &p.text, &mut p.state, &mut p.out, usize::MAX);
+            p.done = progress == Progress::Done;
+            if p.done {
+                self.finish(&p.text, p.state.outcome(), p.out.len());
+            }
+            self.parked.push_back(p);
+            return Ok(());
+        }
+        let start = self.out.len();
+        self.line.reset();
+        loop {
+            let progress = {
+                let (out, line) = (&mut *self.out, &mut *self.line);
+                let categories = &snap.categories;
+                self.worker.responder.borrow_mut().answer_part(
+                    &snap.snapshot,
+                    text,
+                    line,
+                    out,
+                    OUT_HIGH,
+                    |h| categories.hit(h.slot),
+                )
+            };
+            match progress {
+                Progress::Done => break,
+                Progress::Full => write_out(self.io, self.out, self.peer).await?,
+                Progress::Waiting => {
+                    // What it has answered so far stays in `out`, in order; the rest
+                    // waits in the queue.
+                    self.parked.push_back(Parked {
+                        text: text.to_vec(),
+                        state: std::mem::take(self.line),
+                        out: Vec::new(),
+                        snap: snap.clone(),
+                        done: false,
+                        plain: false,
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        self.finish(
+            text,
+            self.line.outcome(),
+            self.out.len().saturating_sub(start),
+        );
+        Ok(())
+    }
+
+    /// One call to the thread's responder (borrowed only for this synchronous part,
+    /// never across an await).
+    fn answer(
+        &self,
+        snap: &ThreadSnapshot,
+        text: &[u8],
+        state: &mut LineState,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Progress {
+        let categories = &snap.categories;
+        self.worker.responder.borrow_mut().answer_part(
             &snap.snapshot,
             text,
-            line,
+            state,
             out,
-            OUT_HIGH,
+            limit,
             |h| categories.hit(h.slot),
-        );
-        if done {
-            break;
+        )
+    }
+
+    /// Write the parked answers in order, waiting for each head's enrichers (within
+    /// their timeouts, and the drain deadline).
+    async fn flush_parked(&mut self, drain: Option<Instant>) -> Result<(), ()> {
+        while let Some(mut head) = self.parked.pop_front() {
+            while !head.done {
+                match self.answer(
+                    &head.snap,
+                    &head.text,
+                    &mut head.state,
+                    &mut head.out,
+                    OUT_HIGH,
+                ) {
+                    Progress::Done => {
+                        head.done = true;
+                        let bytes = head.out.len();
+                        self.finish(&head.text, head.state.outcome(), bytes);
+                    }
+                    Progress::Full => write_out(self.io, &mut head.out, self.peer).await?,
+                    Progress::Waiting => match drain {
+                        Some(deadline) => {
+                            let wait = head.state.wait();
+                            if tokio::time::timeout_at(deadline.into(), wait)
+                                .await
+                                .is_err()
+                            {
+                                return Err(());
+                            }
+                        }
+                        None => head.state.wait().await,
+                    },
+                }
+            }
+            if !head.plain || !head.out.is_empty() {
+                write_out(self.io, &mut head.out, self.peer).await?;
+            }
         }
-        write_out(io, out, peer).await?;
+        Ok(())
     }
-    let outcome = line.outcome();
-    tally.requests += 1;
-    for (t, n) in tally.by_kind.iter_mut().zip(outcome.by_kind) {
-        *t += n as u64;
-    }
-    tally.hits += outcome.hits as u64;
-    if outcome.truncated && !logged.truncated {
-        logged.truncated = true;
-        tracing::warn!(%peer, max_hits = cfg.max_hits, "an indicator matched more records than --max-hits; extra hits dropped (logged once per connection)");
-    }
-    if outcome.line_truncated {
-        worker.stats.lines_truncated.add(1);
-        if !logged.line_truncated {
-            logged.line_truncated = true;
-            tracing::warn!(%peer, max_hits_per_line = cfg.max_hits_per_line, "a request line matched more than --max-hits-per-line records; its answer was cut there (logged once per connection, counted in metrics)");
+
+    /// Count and log a line whose answer is complete.
+    fn finish(&mut self, text: &[u8], outcome: Outcome, answer_bytes: usize) {
+        let cfg = &self.worker.shared.config;
+        let (peer, tally, logged) = (self.peer, &mut *self.tally, &mut *self.logged);
+        tally.requests += 1;
+        for (t, n) in tally.by_kind.iter_mut().zip(outcome.by_kind) {
+            *t += n as u64;
+        }
+        tally.hits += outcome.hits as u64;
+        if outcome.truncated && !logged.truncated {
+            logged.truncated = true;
+            tracing::warn!(%peer, max_hits = cfg.max_hits, "an indicator matched more records than --max-hits; extra hits dropped (logged once per connection)");
+        }
+        if outcome.line_truncated {
+            self.worker.stats.lines_truncated.add(1);
+            if !logged.line_truncated {
+                logged.line_truncated = true;
+                tracing::warn!(%peer, max_hits_per_line = cfg.max_hits_per_line, "a request line matched more than --max-hits-per-line records; its answer was cut there (logged once per connection, counted in metrics)");
+            }
+        }
+        if cfg.log_requests {
+            tracing::debug!(
+                %peer,
+                request = %String::from_utf8_lossy(text),
+                hits = outcome.hits,
+                answer_bytes,
+                "request"
+            );
         }
     }
-    if cfg.log_requests {
-        tracing::debug!(
-            %peer,
-            request = %String::from_utf8_lossy(text),
-            hits = outcome.hits,
-            answer_bytes = out.len().saturating_sub(start),
-            "request"
-        );
-    }
-    Ok(())
 }

@@ -31,7 +31,10 @@ pub use config::{Config, IoMode};
 pub use runtime::Runtime;
 pub use worker::Shared;
 
-use crate::engine::{Engine, LoadError, Sources};
+use crate::engine::{Engine, LoadError, Plan, Sources};
+
+/// Re-reads the configuration (on `SIGHUP`): the server settings and what to serve.
+pub type Reread = Box<dyn Fn() -> Result<(Config, Plan), String> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -131,8 +134,19 @@ fn bind(config: &Config, threads: usize) -> Result<Bound, ServerError> {
 impl Server {
     /// Load the sources, then start serving them.
     pub fn start(config: Config, sources: Sources) -> Result<Server, ServerError> {
+        Server::start_plan(
+            config,
+            Plan {
+                sources,
+                enrichers: Vec::new(),
+            },
+        )
+    }
+
+    /// Load a plan (sources and enrichers), then start serving it.
+    pub fn start_plan(config: Config, plan: Plan) -> Result<Server, ServerError> {
         let started = std::time::Instant::now();
-        let engine = Engine::load(sources)?;
+        let engine = Engine::start(plan)?;
         let snapshot = engine.current();
         tracing::info!(
             records = snapshot.record_count(),
@@ -302,9 +316,9 @@ enum Event {
     Takeover(u32),
 }
 
-/// Serve until SIGTERM/SIGINT or a takeover; reload on SIGHUP (and on file changes
-/// with `--watch`).
-pub fn run(config: Config, sources: Sources) -> Result<(), ServerError> {
+/// Serve until SIGTERM/SIGINT or a takeover; reload on SIGHUP (re-reading the
+/// configuration with `reread`) and on file changes with `--watch`.
+pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), ServerError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     // Registered before the listeners open, so no signal finds the default action.
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
@@ -312,11 +326,11 @@ pub fn run(config: Config, sources: Sources) -> Result<(), ServerError> {
     let metrics = config.metrics;
     // Stamped before loading, so no change after the load can slip into the baseline.
     let watched = config.watch.then(|| {
-        let files = sources.files();
+        let files = plan.sources.files();
         let stamps = watch::stamp(&files);
         (files, stamps)
     });
-    let server = Server::start(config, sources)?;
+    let server = Server::start_plan(config, plan)?;
     if let Some(addr) = metrics {
         metrics::spawn(addr, server.shared.clone())
             .map_err(|source| ServerError::Listen { addr, source })?;
@@ -346,10 +360,26 @@ pub fn run(config: Config, sources: Sources) -> Result<(), ServerError> {
         .map_err(ServerError::Thread)?;
     while let Ok(event) = events.recv() {
         match event {
-            Event::Signal(SIGHUP) => {
-                tracing::info!("SIGHUP: reloading");
-                let _ = server.shared.engine.reload();
-            }
+            Event::Signal(SIGHUP) => match &reread {
+                None => {
+                    tracing::info!("SIGHUP: reloading");
+                    let _ = server.shared.engine.reload();
+                }
+                Some(reread) => {
+                    tracing::info!("SIGHUP: re-reading the configuration and reloading");
+                    match reread() {
+                        Ok((config, plan)) => {
+                            for what in config.needs_restart(&server.shared.config) {
+                                tracing::warn!("`{what}` changed in the configuration: it takes effect at the next restart");
+                            }
+                            let _ = server.shared.engine.reconfigure(plan);
+                        }
+                        Err(e) => tracing::error!(
+                            "the configuration cannot be used, nothing changed: {e}"
+                        ),
+                    }
+                }
+            },
             Event::Signal(_) => break,
             Event::Takeover(pid) => {
                 tracing::info!(pid, "handing the port over to a new tracer");

@@ -59,11 +59,11 @@ fn wrong_magic_and_future_version_say_so() {
         Err(IndexError::Magic { .. })
     ));
     let mut future = bytes.clone();
-    future[8..12].copy_from_slice(&2u32.to_le_bytes());
+    future[8..12].copy_from_slice(&3u32.to_le_bytes());
     match open_bytes(&dir, "v.tracer", &future) {
         Err(IndexError::Version {
-            expected: 1,
-            found: 2,
+            expected: 2,
+            found: 3,
             ..
         }) => {}
         Err(e) => panic!("wrong error: {e}"),
