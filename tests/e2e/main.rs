@@ -2,8 +2,10 @@
 //! real sockets on 127.0.0.1 with raw protocol bytes.
 
 mod cli;
+mod enrich;
 mod index_damage;
 mod protocol;
 mod server;
 mod trust;
+mod upstream;
 mod util;

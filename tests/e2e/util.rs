@@ -139,8 +139,14 @@ impl Server {
 
     /// Start on a given address.
     pub fn start_on(io: &str, listen: &str, args: &[&str]) -> Server {
+        Server::start_env(io, listen, args, &[])
+    }
+
+    /// Start with extra environment variables.
+    pub fn start_env(io: &str, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(&*BIN)
             .args(["serve", "--listen", listen, "--threads", "2", "--io", io])
+            .envs(env.iter().copied())
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -376,6 +382,18 @@ pub fn compile_csv(dir: &TempDir, name: &str, context: &str) -> PathBuf {
 /// The answer to `url=reload.example` from an index made by [`compile_csv`].
 pub fn reload_answer(context: &str) -> String {
     format!("Category=reload|MatchedIndicator=reload.example|ioc=reload.example|context={context}\nLookupFinished\n")
+}
+
+/// An example binary built beside the tests (`cargo test` builds the examples).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let path = dir.join("examples").join(name);
+    assert!(path.exists(), "{} is not built", path.display());
+    path
 }
 
 pub const GMER: &str =

@@ -1,0 +1,450 @@
+//! Enrichers over real sockets: a MISP-like HTTP upstream (`upstream.rs`) and real
+//! helper processes (the bundled Python template, and a Rust helper that misbehaves
+//! on request), configured through real config files.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::upstream::{Mode, Upstream, KNOWN_DOMAIN, KNOWN_MD5};
+use crate::util::*;
+
+const KEY: &str = "test-misp-key-0f3a";
+
+/// Write a config file: the demo IOC feed, then `rest`.
+fn config(dir: &TempDir, rest: &str) -> PathBuf {
+    let path = dir.path("tracer.toml");
+    let feed = fixtures().join("demo_ioc.csv");
+    std::fs::write(
+        &path,
+        format!(
+            "[[feed]]\npath = {:?}\nkey = \"ioc\"\n\n{rest}",
+            feed.display().to_string()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+fn misp(upstream: &Upstream, extra: &str) -> String {
+    format!(
+        "[[enricher]]\nname = \"misp\"\ntype = \"misp\"\nurl = {:?}\nkey = \"${{TRACER_TEST_MISP_KEY}}\"\n{extra}\n",
+        upstream.url()
+    )
+}
+
+fn serve(cfg: &std::path::Path) -> Server {
+    Server::start_env(
+        any_io(),
+        "127.0.0.1:0",
+        &["--config", cfg.to_str().expect("path")],
+        &[("TRACER_TEST_MISP_KEY", KEY)],
+    )
+}
+
+fn ask(srv: &Server, line: &str) -> String {
+    exchange(srv, format!("{line}\n").as_bytes(), 1)
+}
+
+#[test]
+fn feed_and_enricher_hits_share_one_answer_in_order() {
+    let up = Upstream::start(KEY);
+    let dir = TempDir::new("enrich-order");
+    let cfg = config(
+        &dir,
+        &format!(
+            "[[enricher]]\nname = \"decoder\"\ntype = \"urldecode\"\n\n{}",
+            misp(&up, "")
+        ),
+    );
+    let srv = serve(&cfg);
+    let got = ask(
+        &srv,
+        &format!("hash=d41d8cd98f00b204e9800998ecf8427e|url=http://evil.example/%61|hash={KNOWN_MD5}|domain={KNOWN_DOMAIN}"),
+    );
+    let want = format!(
+        "Category=demo_ioc|MatchedIndicator=d41d8cd98f00b204e9800998ecf8427e|ioc=d41d8cd98f00b204e9800998ecf8427e|context=empty_file_md5\n\
+         Category=decoder|MatchedIndicator=http://evil.example/%61|decodedURL=http://evil.example/a\n\
+         Category=misp|MatchedIndicator={KNOWN_MD5}|type=md5|category=Payload delivery|value={KNOWN_MD5}|to_ids=true|event_id=17|event_info=Campaign X: loader|tags=tlp:amber,malware:loader\n\
+         Category=misp_2|MatchedIndicator={KNOWN_MD5}|type=md5|category=Artifacts dropped|value={KNOWN_MD5}|to_ids=false|event_id=21|event_info=Sandbox run %7C 2026-11|tags=\n\
+         Category=misp_3|MatchedIndicator={KNOWN_DOMAIN}|type=domain|category=Network activity|value={KNOWN_DOMAIN}|to_ids=true|event_id=30|event_info=Phishing kit|tags=tlp:green\n\
+         LookupFinished\n"
+    );
+    assert_eq!(got, want);
+    assert_eq!(up.unauthorized(), 0, "the key came from the environment");
+    // `tracer lookup --config` prints the same bytes.
+    let o = std::process::Command::new(&*BIN)
+        .args(["lookup", "--config", cfg.to_str().expect("path")])
+        .arg(format!("hash=d41d8cd98f00b204e9800998ecf8427e|url=http://evil.example/%61|hash={KNOWN_MD5}|domain={KNOWN_DOMAIN}"))
+        .env("TRACER_TEST_MISP_KEY", KEY)
+        .output()
+        .expect("lookup");
+    assert_eq!(stdout(&o), want, "{}", stderr(&o));
+}
+
+#[test]
+fn one_upstream_call_for_repeated_and_concurrent_lookups() {
+    let up = Upstream::start(KEY);
+    let dir = TempDir::new("enrich-cache");
+    let srv = serve(&config(&dir, &misp(&up, "kinds = [\"hash\", \"domain\"]")));
+    for _ in 0..10 {
+        assert!(ask(&srv, &format!("hash={KNOWN_MD5}")).contains("Category=misp_2|"));
+    }
+    assert_eq!(up.calls(), 1, "ten lookups of one value: one call");
+    // Fifty clients at once, on both worker threads, asking one value not yet known.
+    up.set(Mode::Slow(Duration::from_millis(300)));
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            let mut s = srv.connect();
+            std::thread::spawn(move || {
+                s.write_all(format!("domain={KNOWN_DOMAIN}\n").as_bytes())
+                    .expect("send");
+                read_answers(&mut s, 1)
+            })
+        })
+        .collect();
+    for c in clients {
+        assert!(c.join().expect("client").starts_with("Category=misp|"));
+    }
+    assert_eq!(
+        up.calls(),
+        2,
+        "fifty concurrent lookups of one value: one call"
+    );
+}
+
+#[test]
+fn nothing_found_is_cached_for_the_negative_ttl() {
+    let up = Upstream::start(KEY);
+    let dir = TempDir::new("enrich-negative");
+    let srv = serve(&config(
+        &dir,
+        &misp(&up, "negative_ttl = \"1s\"\nttl = \"1h\""),
+    ));
+    assert_eq!(ask(&srv, "hash=00000000000000000000000000000001"), MISS);
+    assert_eq!(ask(&srv, "hash=00000000000000000000000000000001"), MISS);
+    assert_eq!(up.calls(), 1);
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(ask(&srv, "hash=00000000000000000000000000000001"), MISS);
+    assert_eq!(
+        up.calls(),
+        2,
+        "asked again once the negative answer expired"
+    );
+    // A found answer stays for its (long) ttl.
+    ask(&srv, &format!("hash={KNOWN_MD5}"));
+    std::thread::sleep(Duration::from_millis(1300));
+    ask(&srv, &format!("hash={KNOWN_MD5}"));
+    assert_eq!(up.calls(), 3);
+}
+
+#[test]
+fn a_slow_upstream_is_answered_at_the_timeout_with_the_feed_hits() {
+    let up = Upstream::start(KEY);
+    up.set(Mode::Slow(Duration::from_secs(3)));
+    let dir = TempDir::new("enrich-timeout");
+    let srv = serve(&config(&dir, &misp(&up, "timeout = \"400ms\"")));
+    let started = Instant::now();
+    let got = ask(
+        &srv,
+        &format!("hash=d41d8cd98f00b204e9800998ecf8427e|hash={KNOWN_MD5}"),
+    );
+    let took = started.elapsed();
+    assert_eq!(
+        got,
+        "Category=demo_ioc|MatchedIndicator=d41d8cd98f00b204e9800998ecf8427e|ioc=d41d8cd98f00b204e9800998ecf8427e|context=empty_file_md5\nLookupFinished\n"
+    );
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(1500),
+        "answered after {took:?} (timeout 400 ms)"
+    );
+}
+
+#[test]
+fn a_hanging_upstream_holds_neither_other_lines_nor_other_connections() {
+    let up = Upstream::start(KEY);
+    up.set(Mode::Hang);
+    let dir = TempDir::new("enrich-hang");
+    let srv = serve(&config(
+        &dir,
+        &misp(&up, "timeout = \"600ms\"\nkinds = [\"hash\"]"),
+    ));
+    // One connection: a line that waits, then feed-only lines behind it.
+    let mut a = srv.connect();
+    let started = Instant::now();
+    a.write_all(format!("hash={KNOWN_MD5}\nurl=gmer.com\nurl=gmer.com\n").as_bytes())
+        .expect("send");
+    // Meanwhile another connection is answered at once.
+    let b_started = Instant::now();
+    assert_eq!(ask(&srv, "url=gmer.com"), GMER);
+    assert!(
+        b_started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        b_started.elapsed()
+    );
+    // The first connection's answers come in order, the waiting one first, at its
+    // timeout.
+    let got = read_answers(&mut a, 3);
+    assert_eq!(got, format!("{MISS}{GMER}{GMER}"));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn lines_waiting_on_the_upstream_wait_together_and_answer_in_order() {
+    let up = Upstream::start(KEY);
+    up.set(Mode::Slow(Duration::from_millis(500)));
+    let dir = TempDir::new("enrich-fifo");
+    let srv = serve(&config(
+        &dir,
+        &misp(&up, "timeout = \"3s\"\nkinds = [\"hash\", \"domain\"]"),
+    ));
+    let mut s = srv.connect();
+    let started = Instant::now();
+    // Three lines that each wait 500 ms upstream, between feed-only lines.
+    s.write_all(
+        format!(
+            "hash={KNOWN_MD5}\nurl=gmer.com\ndomain={KNOWN_DOMAIN}\nurl=gmer.com\nhash=00000000000000000000000000000002\n"
+        )
+        .as_bytes(),
+    )
+    .expect("send");
+    let got = read_answers(&mut s, 5);
+    let took = started.elapsed();
+    let answers: Vec<&str> = got.split_inclusive("LookupFinished\n").collect();
+    assert_eq!(answers.len(), 5, "{got}");
+    assert!(
+        answers[0].starts_with("Category=misp|MatchedIndicator=44d8"),
+        "{got}"
+    );
+    assert_eq!(answers[1], GMER);
+    assert!(
+        answers[2].starts_with("Category=misp|MatchedIndicator=evil.example"),
+        "{got}"
+    );
+    assert_eq!(answers[3], GMER);
+    assert_eq!(answers[4], MISS);
+    assert!(
+        took < Duration::from_millis(1400),
+        "the waits did not overlap: {took:?}"
+    );
+}
+
+#[test]
+fn a_failing_upstream_opens_the_breaker_then_recovers() {
+    let up = Upstream::start(KEY);
+    up.set(Mode::Fail);
+    let dir = TempDir::new("enrich-breaker");
+    let srv = serve(&config(
+        &dir,
+        &misp(
+            &up,
+            "breaker_failures = 3\nbreaker_cooldown = \"1s\"\nkinds = [\"hash\"]",
+        ),
+    ));
+    for i in 0..8 {
+        // Answered every time, with the feed's hits and without the upstream's. One
+        // enriched indicator per request, so no call is in flight when the breaker opens.
+        assert_eq!(ask(&srv, &format!("url=gmer.com|hash={i:032x}")), GMER);
+    }
+    assert_eq!(up.calls(), 3, "the breaker opened after three failures");
+    srv.wait_log("breaker open");
+    up.set(Mode::Normal);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(ask(&srv, &format!("hash={KNOWN_MD5}")).contains("Category=misp_2|"));
+    assert_eq!(up.calls(), 4);
+    srv.wait_log("breaker closed");
+    // Bad JSON counts as a failure too, and never reaches the client.
+    up.set(Mode::BadJson);
+    assert_eq!(ask(&srv, "hash=000000000000000000000000000000bb"), MISS);
+}
+
+fn faulty(dir: &TempDir, args: &str) -> PathBuf {
+    let helper = example("exec_helper_faults");
+    config(
+        dir,
+        &format!(
+            "[[enricher]]\nname = \"helper\"\ntype = \"exec\"\ncommand = [{:?}{args}]\ntimeout = \"800ms\"\nnegative_ttl = \"1ms\"\nttl = \"1ms\"\n",
+            helper.display().to_string()
+        ),
+    )
+}
+
+/// The `pid` a hit of the faulty helper carries.
+fn helper_pid(answer: &str) -> String {
+    answer
+        .split("|pid=")
+        .nth(1)
+        .and_then(|r| r.split('\n').next())
+        .unwrap_or_else(|| panic!("no helper hit in {answer:?}"))
+        .to_string()
+}
+
+#[test]
+fn a_helper_that_crashes_or_writes_garbage_is_restarted() {
+    let dir = TempDir::new("enrich-crash");
+    let srv = serve(&faulty(&dir, ""));
+    let first = ask(&srv, "url=one.example");
+    assert!(
+        first.starts_with("Category=faulty|MatchedIndicator=one.example|seen=one.example|pid="),
+        "{first}"
+    );
+    let pid = helper_pid(&first);
+    // It dies with the request: answered without its hits.
+    assert_eq!(ask(&srv, "url=crash|url=gmer.com"), GMER);
+    srv.wait_log("restarting in");
+    std::thread::sleep(Duration::from_millis(1300));
+    let again = ask(&srv, "url=two.example");
+    assert!(again.contains("seen=two.example"), "{again}");
+    let pid2 = helper_pid(&again);
+    assert_ne!(pid, pid2, "a new helper process");
+    // Garbage on its output: restarted too.
+    assert_eq!(ask(&srv, "url=garbage"), MISS);
+    srv.wait_log("not an answer");
+    std::thread::sleep(Duration::from_millis(2300));
+    let third = ask(&srv, "url=three.example");
+    assert!(third.contains("seen=three.example"), "{third}");
+    assert_ne!(helper_pid(&third), pid2);
+    // A request the helper never answers ends at the timeout, the helper goes on.
+    assert_eq!(ask(&srv, "url=quiet"), MISS);
+    assert!(ask(&srv, "url=four.example").contains("seen=four.example"));
+}
+
+#[test]
+fn answers_out_of_order_reach_the_right_lines() {
+    let dir = TempDir::new("enrich-reverse");
+    let srv = serve(&faulty(&dir, ", \"--reverse\""));
+    let mut s = srv.connect();
+    let values: Vec<String> = (0..8).map(|i| format!("v{i}.example")).collect();
+    let mut req = String::new();
+    for v in &values {
+        req.push_str(&format!("url={v}\n"));
+    }
+    s.write_all(req.as_bytes()).expect("send");
+    let got = read_answers(&mut s, values.len());
+    let answers: Vec<&str> = got.split_inclusive("LookupFinished\n").collect();
+    for (v, a) in values.iter().zip(&answers) {
+        assert!(a.contains(&format!("|seen={v}|")), "{v}: {a}");
+    }
+}
+
+#[test]
+fn the_bundled_python_helper_enriches_like_the_python_tool() {
+    let cfg =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/enrichers/tracer.toml");
+    let srv = Server::start(any_io(), &["--config", cfg.to_str().expect("path")]);
+    let line = "url=http://evil.example/%61dmin|hash=d41d8cd98f00b204e9800998ecf8427e";
+    let got = ask(&srv, line);
+    let want = "Category=Tracer_URL_Decoder|MatchedIndicator=http://evil.example/%61dmin|decodedURL=http://evil.example/admin\n\
+                Category=demo_ioc|MatchedIndicator=d41d8cd98f00b204e9800998ecf8427e|ioc=d41d8cd98f00b204e9800998ecf8427e|context=empty_file_md5\n\
+                Category=Tracer_Hash_Info|MatchedIndicator=d41d8cd98f00b204e9800998ecf8427e|algorithm=MD5|normalized=D41D8CD98F00B204E9800998ECF8427E\n\
+                LookupFinished\n";
+    assert_eq!(got, want);
+}
+
+#[test]
+fn config_mistakes_are_named_with_their_line() {
+    let dir = TempDir::new("enrich-config");
+    let bad = dir.path("bad.toml");
+    std::fs::write(
+        &bad,
+        "max_hits = 8\n\n[[enricher]]\nname = \"m\"\ntype = \"misp\"\nurl = \"https://misp.example\"\nkey = \"k\"\ntimout = \"2s\"\n",
+    )
+    .expect("write");
+    let o = tracer(&["check-config", bad.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("bad.toml") && err.contains("line 8") && err.contains("timout"),
+        "{err}"
+    );
+    std::fs::write(
+        &bad,
+        "[[enricher]]\nname = \"m\"\ntype = \"misp\"\nkey = \"k\"\n",
+    )
+    .expect("write");
+    let err = stderr(&tracer(&["check-config", bad.to_str().expect("path")]));
+    assert!(
+        err.contains("line 1") && err.contains("`url` is required"),
+        "{err}"
+    );
+    // serve refuses it the same way.
+    let o = std::process::Command::new(&*BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            bad.to_str().expect("path"),
+        ])
+        .output()
+        .expect("serve");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("`url` is required"), "{}", stderr(&o));
+}
+
+#[test]
+fn secrets_come_from_the_environment_or_from_files_and_are_masked() {
+    let up = Upstream::start(KEY);
+    let dir = TempDir::new("enrich-secret");
+    let key_file = dir.path("misp.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).expect("write key");
+    let cfg = config(
+        &dir,
+        &format!(
+            "[[enricher]]\nname = \"misp\"\ntype = \"misp\"\nurl = {:?}\nkey_file = \"misp.key\"\n",
+            up.url()
+        ),
+    );
+    let o = tracer(&["check-config", cfg.to_str().expect("path")]);
+    let shown = stdout(&o);
+    assert!(
+        o.status.success() && shown.contains("key = \"********\"") && !shown.contains(KEY),
+        "{shown}"
+    );
+    let srv = Server::start(any_io(), &["--config", cfg.to_str().expect("path")]);
+    assert!(ask(&srv, &format!("hash={KNOWN_MD5}")).contains("Category=misp|"));
+    assert_eq!(up.unauthorized(), 0);
+    // An unset variable is an error naming it.
+    let env_cfg = config(&dir, &misp(&up, ""));
+    let o = tracer(&["check-config", env_cfg.to_str().expect("path")]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("TRACER_TEST_MISP_KEY"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn sighup_rereads_the_config_file() {
+    let up = Upstream::start(KEY);
+    let dir = TempDir::new("enrich-reread");
+    let cfg = config(&dir, &misp(&up, "category = \"first\""));
+    let srv = serve(&cfg);
+    assert!(ask(&srv, &format!("domain={KNOWN_DOMAIN}")).starts_with("Category=first|"));
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        format!(
+            "max_hits = 7\n{}",
+            text.replace("category = \"first\"", "category = \"second\"")
+        ),
+    )
+    .expect("rewrite");
+    srv.signal("HUP");
+    srv.wait_log("index reloaded");
+    srv.wait_log("`max_hits` changed");
+    assert!(ask(&srv, &format!("domain={KNOWN_DOMAIN}")).starts_with("Category=second|"));
+    // A broken file changes nothing.
+    std::fs::write(&cfg, "threads = \"many\"\n").expect("break");
+    srv.signal("HUP");
+    srv.wait_log("the configuration cannot be used");
+    assert!(ask(&srv, &format!("domain={KNOWN_DOMAIN}")).starts_with("Category=second|"));
+    let mut s = srv.connect();
+    s.write_all(b"url=gmer.com\n").expect("send");
+    let mut buf = [0u8; 256];
+    assert!(s.read(&mut buf).expect("read") > 0);
+}
