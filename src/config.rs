@@ -28,6 +28,7 @@ use crate::feed::Format;
 use crate::index::compile::FeedSpec;
 use crate::index::storage::IndexMode;
 use crate::indicator::Kind;
+use crate::serve::config::{Credential, HttpSettings, HttpUser, TlsFiles};
 use crate::serve::{self, IoMode};
 
 #[derive(Debug, thiserror::Error)]
@@ -339,8 +340,6 @@ pub struct Resolved {
     pub serve: serve::Config,
     pub plan: Plan,
     pub log: LogSettings,
-    /// The HTTP listener's settings (§12), if it is configured.
-    pub http: Option<HttpSection>,
     pub state_dir: Option<PathBuf>,
     /// Where the settings came from (for messages): the file, if any.
     pub file: Option<PathBuf>,
@@ -480,6 +479,11 @@ impl File {
                     format!("`metrics.listen`: `{}` is not an address:port", t.0),
                 )
             })?),
+            None => None,
+        };
+
+        cfg.http = match &self.http {
+            Some(h) => Some(resolve_http(h, &line_of, &err, &path)?),
             None => None,
         };
 
@@ -677,11 +681,122 @@ impl File {
                 file: self.log_file.as_ref().map(path),
                 format: self.log_format.unwrap_or_default(),
             },
-            http: self.http.as_ref().map(|h| h.get_ref().clone()),
             state_dir: self.state_dir.as_ref().map(path),
             file: source.map(|(p, _)| p.to_path_buf()),
         })
     }
+}
+
+/// `[http]` → the listener's settings: defaults filled in, users' credentials read
+/// and checked, and the refusal to serve anonymously beyond loopback.
+fn resolve_http(
+    h: &Spanned<HttpSection>,
+    line_of: &dyn Fn(std::ops::Range<usize>) -> usize,
+    err: &dyn Fn(usize, String) -> ConfigError,
+    path: &dyn Fn(&Text) -> PathBuf,
+) -> Result<HttpSettings, ConfigError> {
+    let line = line_of(h.span());
+    let h = h.get_ref();
+    let listen = match &h.listen {
+        Some(t) => t.0.parse().map_err(|_| {
+            err(
+                line,
+                format!("[http] `listen`: `{}` is not an address:port", t.0),
+            )
+        })?,
+        None => SocketAddr::from(([127, 0, 0, 1], 9443)),
+    };
+    let mut http = HttpSettings::new(listen);
+    http.tls = match (h.tls.unwrap_or(true), &h.tls_cert, &h.tls_key) {
+        (false, _, _) => None,
+        (true, Some(cert), Some(key)) => Some(TlsFiles {
+            cert: path(cert),
+            key: path(key),
+        }),
+        (true, _, _) => {
+            return Err(err(
+                line,
+                "[http] needs `tls_cert` and `tls_key` (PEM files; `tracer cert` makes a pair), or `tls = false` for plain HTTP".into(),
+            ))
+        }
+    };
+    http.allow_anonymous = h.allow_anonymous.unwrap_or(false);
+    for (v, key) in [(h.max_inflight, "max_inflight"), (h.max_body, "max_body")] {
+        if v == Some(0) {
+            return Err(err(line, format!("[http] `{key}` must be positive")));
+        }
+    }
+    http.max_inflight = h.max_inflight.unwrap_or(http.max_inflight);
+    http.max_body = h.max_body.unwrap_or(http.max_body);
+    http.request_timeout = h.request_timeout.map_or(http.request_timeout, |d| d.0);
+    http.idle_timeout = h.idle_timeout.map_or(http.idle_timeout, |d| d.0);
+    if http.request_timeout.is_zero() || http.idle_timeout.is_zero() {
+        return Err(err(
+            line,
+            "[http] `request_timeout` and `idle_timeout` must be positive".into(),
+        ));
+    }
+    for u in &h.user {
+        let line = line_of(u.span());
+        let u = u.get_ref();
+        let name = u.name.0.clone();
+        if name.is_empty() || name.contains(':') {
+            return Err(err(
+                line,
+                "[[http.user]] `name` must be non-empty and hold no `:`".into(),
+            ));
+        }
+        if http.users.iter().any(|x| x.name == name) {
+            return Err(err(line, format!("[[http.user]] `{name}` is given twice")));
+        }
+        let hash = |v: String| match argon2::password_hash::phc::PasswordHash::new(&v) {
+            Ok(_) => Ok(Credential::Hash(v)),
+            Err(e) => Err(err(
+                line,
+                format!("[[http.user]] `{name}`: not a password hash `tracer passwd` makes: {e}"),
+            )),
+        };
+        let credential = match (&u.password_hash, &u.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    line,
+                    format!("[[http.user]] `{name}`: give `password_hash` or `password_file`, not both"),
+                ))
+            }
+            (Some(h), None) => hash(h.0.clone())?,
+            (None, Some(f)) => {
+                let p = path(f);
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    err(line, format!("[[http.user]] `{name}`: `password_file` {}: {e}", p.display()))
+                })?;
+                let text = text.trim_end_matches(['\n', '\r']).to_string();
+                if text.starts_with("$argon2") {
+                    hash(text)?
+                } else if text.is_empty() {
+                    return Err(err(
+                        line,
+                        format!("[[http.user]] `{name}`: `password_file` {} is empty", p.display()),
+                    ));
+                } else {
+                    Credential::Password(text)
+                }
+            }
+            (None, None) => {
+                return Err(err(
+                    line,
+                    format!("[[http.user]] `{name}`: give `password_hash` (from `tracer passwd`) or `password_file`"),
+                ))
+            }
+        };
+        http.users.push(HttpUser { name, credential });
+    }
+    if http.users.is_empty() && !http.allow_anonymous && !listen.ip().is_loopback() {
+        return Err(err(
+            line,
+            format!("[http] listens on {listen}, beyond this machine, with no [[http.user]]: add users, or set `allow_anonymous = true` to serve anyone who reaches it"),
+        ));
+    }
+    Ok(http)
 }
 
 /// Read, parse and resolve a config file.
@@ -840,6 +955,42 @@ impl Resolved {
                     let _ = writeln!(o, "ca_file = {}", q(&ca.display().to_string()));
                 }
                 let _ = writeln!(o, "tls_verify = {}", e.tls.verify);
+            }
+        }
+        if let Some(h) = &c.http {
+            let _ = writeln!(o, "\n[http]\nlisten = {}", q(&h.listen.to_string()));
+            match &h.tls {
+                Some(t) => {
+                    let _ = writeln!(
+                        o,
+                        "tls = true\ntls_cert = {}\ntls_key = {}",
+                        q(&t.cert.display().to_string()),
+                        q(&t.key.display().to_string())
+                    );
+                }
+                None => {
+                    let _ = writeln!(o, "tls = false");
+                }
+            }
+            let _ = writeln!(
+                o,
+                "allow_anonymous = {}\nmax_inflight = {}\nmax_body = {}\nrequest_timeout = {}\nidle_timeout = {}",
+                h.allow_anonymous,
+                h.max_inflight,
+                h.max_body,
+                dur(h.request_timeout),
+                dur(h.idle_timeout)
+            );
+            for u in &h.users {
+                let _ = writeln!(
+                    o,
+                    "\n[[http.user]]\nname = {}\n{} = \"********\"",
+                    q(&u.name),
+                    match u.credential {
+                        Credential::Hash(_) => "password_hash",
+                        Credential::Password(_) => "password",
+                    }
+                );
             }
         }
         if let Some(m) = c.metrics {

@@ -50,6 +50,14 @@ fn main() -> ExitCode {
             init_stderr_logging(filter, format);
             cli::commands::generate(args)
         }
+        Command::Cert(args) => {
+            init_stderr_logging(filter, format);
+            cli::commands::cert(args, stdout)
+        }
+        Command::Passwd => {
+            init_stderr_logging(filter, format);
+            cli::commands::passwd(&mut std::io::stdin().lock(), stdout)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

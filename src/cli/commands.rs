@@ -1,12 +1,13 @@
 //! The operator commands other than `serve`: `compile`, `lookup`, `inspect`,
-//! `generate`, printing their results for a person at a terminal.
+//! `generate`, `check-config`, `cert`, `passwd`, printing their results for a person
+//! at a terminal.
 
 use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Context as _;
 
-use super::{CheckConfigArgs, CompileArgs, GenerateArgs, InspectArgs, LookupArgs};
+use super::{CertArgs, CheckConfigArgs, CompileArgs, GenerateArgs, InspectArgs, LookupArgs};
 use tracer::engine::{Engine, Plan};
 use tracer::index::compile::Compiler;
 use tracer::index::Index;
@@ -209,5 +210,86 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         "wrote {entries} feed entries, {hits} hit and {misses} miss samples to {}",
         args.out.display()
     );
+    Ok(())
+}
+
+/// `tracer cert`: a self-signed certificate and its key, for a first run of the HTTP
+/// API (operators replace them with their CA's).
+pub fn cert(args: &CertArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let cert_path = args.out.join("cert.pem");
+    let key_path = args.out.join("key.pem");
+    for p in [&cert_path, &key_path] {
+        if p.exists() && !args.force {
+            anyhow::bail!("{} exists; pass --force to replace it", p.display());
+        }
+    }
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    for host in &args.hosts {
+        let san = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => rcgen::SanType::IpAddress(ip),
+            Err(_) => rcgen::SanType::DnsName(
+                host.clone()
+                    .try_into()
+                    .map_err(|e| anyhow::anyhow!("--host {host}: {e}"))?,
+            ),
+        };
+        params.subject_alt_names.push(san);
+    }
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(rcgen::DnType::CommonName, args.hosts[0].clone());
+    name.push(rcgen::DnType::OrganizationName, "tracer (self-signed)");
+    params.distinguished_name = name;
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86_400);
+    params.not_before = (now - day).into();
+    params.not_after = (now + day * args.days).into();
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::write(&cert_path, cert.pem())
+        .with_context(|| format!("writing {}", cert_path.display()))?;
+    write_private(&key_path, key.serialize_pem().as_bytes())?;
+    writeln!(
+        out,
+        "wrote {} and {} (self-signed, for {}, valid {} days)",
+        cert_path.display(),
+        key_path.display(),
+        args.hosts.join(", "),
+        args.days
+    )?;
+    Ok(())
+}
+
+/// Write a file only its owner may read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `tracer passwd`: the argon2id hash of the password on standard input (one line),
+/// for `[[http.user]] password_hash`.
+pub fn passwd(input: &mut dyn std::io::BufRead, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut line = String::new();
+    input.read_line(&mut line).context("reading the password")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        anyhow::bail!(
+            "no password on standard input (e.g. `read -rs pw; echo \"$pw\" | tracer passwd`)"
+        );
+    }
+    let hash = tracer::serve::auth::hash_password(password.as_bytes())
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+    writeln!(out, "{hash}")?;
     Ok(())
 }

@@ -43,7 +43,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Serve lookups over TCP (KUMA `cybertrace` source kind).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Compile one feed into an index file.
     Compile(CompileArgs),
     /// Answer indicators from the command line, printing what the server would send.
@@ -54,6 +54,27 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Check a configuration file and print the settings it gives, secrets masked.
     CheckConfig(CheckConfigArgs),
+    /// Write a self-signed certificate and key for the HTTP API (a first run).
+    Cert(CertArgs),
+    /// Read a password from standard input and print its hash, for `password_hash`.
+    Passwd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertArgs {
+    /// Names and addresses the certificate is for (repeatable), e.g. `--host
+    /// tracer.corp.example --host 10.0.0.5`.
+    #[arg(long = "host", required = true)]
+    pub hosts: Vec<String>,
+    /// Directory to write `cert.pem` and `key.pem` into (created if needed).
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Days the certificate is valid.
+    #[arg(long, default_value_t = 825)]
+    pub days: u32,
+    /// Replace existing files.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -285,6 +306,16 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// Also serve the HTTP API (KUMA `cybertrace-http`) on ADDR, over TLS with
+    /// --tls-cert and --tls-key (the config file's [http] section says more).
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+    /// The HTTP API's certificate chain (PEM).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The HTTP API's private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Benchmarking only: answer `LookupFinished` to every line without looking
     /// anything up (the transport ceiling `loadtest` compares against).
     #[arg(long, hide = true)]
@@ -503,6 +534,36 @@ impl ServeArgs {
         c.bare |= self.bare;
         if self.metrics.is_some() {
             c.metrics = self.metrics;
+        }
+        if self.http_listen.is_some() || self.tls_cert.is_some() || self.tls_key.is_some() {
+            let http = c.http.get_or_insert_with(|| {
+                tracer::serve::config::HttpSettings::new(([127, 0, 0, 1], 9443).into())
+            });
+            if let Some(a) = self.http_listen {
+                http.listen = a;
+            }
+            match (&self.tls_cert, &self.tls_key, &mut http.tls) {
+                (Some(cert), Some(key), tls) => {
+                    *tls = Some(tracer::serve::config::TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    })
+                }
+                (Some(cert), None, Some(t)) => t.cert = cert.clone(),
+                (None, Some(key), Some(t)) => t.key = key.clone(),
+                (None, None, Some(_)) => {}
+                _ => {
+                    return Err(
+                        "the HTTP API needs --tls-cert and --tls-key (PEM files; `tracer cert` makes a pair), or `tls = false` in the config file's [http] section".into(),
+                    )
+                }
+            }
+            if http.users.is_empty() && !http.allow_anonymous && !http.listen.ip().is_loopback() {
+                return Err(format!(
+                    "the HTTP API on {} would serve anyone beyond this machine: add [[http.user]] entries in a config file, or set allow_anonymous = true there",
+                    http.listen
+                ));
+            }
         }
         let s = &mut r.plan.sources;
         if !self.feeds.feeds.is_empty() {

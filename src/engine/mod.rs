@@ -26,7 +26,7 @@ pub mod sources;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -191,6 +191,8 @@ pub struct Engine {
     built: Mutex<Vec<(enrich::Spec, Arc<dyn Enricher>)>>,
     current: Mutex<Arc<Snapshot>>,
     generation: AtomicU64,
+    /// Whether the first load is done (until then the snapshot is empty).
+    ready: AtomicBool,
     reloading: Mutex<()>,
     pub stats: ReloadStats,
 }
@@ -204,37 +206,57 @@ impl Engine {
         })
     }
 
-    /// Load a plan (sources and enrichers) into generation 0.
+    /// Load a plan (sources and enrichers): the engine is ready when this returns.
     pub fn start(plan: Plan) -> Result<Engine, LoadError> {
-        let index = plan.sources.load()?;
-        let engine = Engine {
-            plan: Mutex::new(Plan::default()),
-            built: Mutex::new(Vec::new()),
-            current: Mutex::new(Arc::new(Snapshot::new(0, IndexSet::new(Vec::new())))),
-            generation: AtomicU64::new(0),
-            reloading: Mutex::new(()),
-            stats: ReloadStats::default(),
-        };
-        let enrichers = engine.enrichers_for(&plan.enrichers)?;
-        *engine.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Snapshot::with_enrichers(0, index, enrichers));
-        *engine.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan;
+        let engine = Engine::loading(plan);
+        engine.load_first()?;
         Ok(engine)
     }
 
-    /// An engine serving `index` as generation 0; reloads use `sources`.
-    pub fn with_index(sources: Sources, index: IndexSet) -> Engine {
+    /// An engine that will serve `plan` once [`Engine::load_first`] has loaded it;
+    /// until then it serves an empty snapshot (generation 0) and is not ready.
+    pub fn loading(plan: Plan) -> Engine {
         Engine {
-            plan: Mutex::new(Plan {
-                sources,
-                enrichers: Vec::new(),
-            }),
+            plan: Mutex::new(plan),
             built: Mutex::new(Vec::new()),
-            current: Mutex::new(Arc::new(Snapshot::new(0, index))),
+            current: Mutex::new(Arc::new(Snapshot::new(0, IndexSet::new(Vec::new())))),
             generation: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
             reloading: Mutex::new(()),
             stats: ReloadStats::default(),
         }
+    }
+
+    /// Load the plan and publish it as generation 1; the engine is then ready.
+    pub fn load_first(&self) -> Result<(), LoadError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let plan = self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let index = plan.sources.load()?;
+        let enrichers = self.enrichers_for(&plan.enrichers)?;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Snapshot::with_enrichers(1, index, enrichers));
+        self.generation.store(1, Ordering::Release);
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// An engine serving `index` (generation 1), ready; reloads use `sources`.
+    pub fn with_index(sources: Sources, index: IndexSet) -> Engine {
+        let engine = Engine::loading(Plan {
+            sources,
+            enrichers: Vec::new(),
+        });
+        *engine.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Snapshot::new(1, index));
+        engine.generation.store(1, Ordering::Release);
+        engine.ready.store(true, Ordering::Release);
+        engine
+    }
+
+    /// Whether the first load is done.
+    #[inline]
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     /// The sources reloads read.
@@ -306,8 +328,12 @@ impl Engine {
     }
 
     /// Rebuild the snapshot from the sources and publish it. On error the old one
-    /// stays in service. One reload at a time.
+    /// stays in service. One reload at a time; before the first load is done, a
+    /// reload is that load.
     pub fn reload(&self) -> Result<u64, LoadError> {
+        if !self.is_ready() {
+            return self.load_first().map(|()| 1);
+        }
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let plan = self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone();

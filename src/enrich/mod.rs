@@ -35,6 +35,9 @@ use crate::indicator::Kind;
 pub struct EnrichHit {
     pub category: Box<[u8]>,
     pub context: Box<[u8]>,
+    /// The exact rendition of the context, when the context alone would not decode
+    /// back to the fields ([`records::needs_exact`]).
+    pub exact: Option<Box<[u8]>>,
 }
 
 impl EnrichHit {
@@ -43,11 +46,18 @@ impl EnrichHit {
         category: &[u8],
         fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     ) -> EnrichHit {
+        let fields: Vec<(&[u8], &[u8])> = fields.into_iter().collect();
         let mut context = Vec::new();
-        records::encode_context(&mut context, fields);
+        records::encode_context(&mut context, fields.iter().copied());
+        let exact = records::needs_exact(fields.iter().copied()).then(|| {
+            let mut exact = Vec::new();
+            records::encode_exact(&mut exact, fields.iter().copied());
+            exact.into()
+        });
         EnrichHit {
             category: category.into(),
             context: context.into(),
+            exact,
         }
     }
 }

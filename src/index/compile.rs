@@ -86,6 +86,10 @@ pub struct Compiler {
     feeds: Vec<FeedMeta>,
     offsets: Vec<u64>,
     text: Vec<u8>,
+    /// Records whose context needs an exact rendition (see [`records`]).
+    exact_ids: Vec<u32>,
+    exact_offsets: Vec<u64>,
+    exact_text: Vec<u8>,
     exact: Vec<(Box<[u8]>, u32)>,
     masks: Vec<(Box<[u8]>, u32)>,
     digests: [Vec<(Box<[u8]>, u32)>; 3],
@@ -286,6 +290,13 @@ impl Compiler {
             let records = Records {
                 offsets: self.offsets,
                 text: self.text,
+                exact_offsets: if self.exact_ids.is_empty() {
+                    Vec::new()
+                } else {
+                    self.exact_offsets
+                },
+                exact_ids: self.exact_ids,
+                exact_text: self.exact_text,
             };
             rkyv::to_bytes::<rkyv::rancor::Error>(&records)
                 .map_err(|e| build("records")(e.to_string()))?
@@ -391,11 +402,20 @@ impl feed::Sink for FeedSink<'_> {
             // Some values of this record were filed: keep it, but say what was dropped.
             tracing::warn!("{}: {}", record.location, reason);
         }
+        if records::needs_exact(record.fields.iter()) {
+            let id = (c.offsets.len() - 1) as u32;
+            if c.exact_offsets.is_empty() {
+                c.exact_offsets.push(0);
+            }
+            records::encode_exact(&mut c.exact_text, record.fields.iter());
+            c.exact_offsets.push(c.exact_text.len() as u64);
+            c.exact_ids.push(id);
+        }
         records::encode_context(&mut c.text, record.fields.iter());
         c.offsets.push(c.text.len() as u64);
         self.summary.records += 1;
         if let Some(bar) = &c.progress {
-            if self.summary.records % 4096 == 0 {
+            if self.summary.records.is_multiple_of(4096) {
                 bar.set_position(self.summary.records);
             }
         }

@@ -36,8 +36,9 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub const MAGIC: &[u8; 8] = b"TRACERIX";
 /// 2: rare URL masks are anchored by a literal of their host (an infix section)
-/// instead of one DFA.
-pub const FORMAT_VERSION: u32 = 2;
+/// instead of one DFA. 3: records keep an exact rendition of contexts that hold an
+/// escape literally (for the HTTP API's JSON).
+pub const FORMAT_VERSION: u32 = 3;
 pub const ENDIAN_MARK: u32 = 0x0102_0304;
 const FIXED: usize = 112;
 const ENTRY: usize = 24;
@@ -397,7 +398,7 @@ pub fn check(file: &std::path::Path, bytes: &[u8]) -> Result<Header, IndexError>
         if off < header_len as u64 || end > len {
             return Err(truncated(id.name(), end));
         }
-        if off as usize % ALIGN != 0 {
+        if !(off as usize).is_multiple_of(ALIGN) {
             return Err(IndexError::Corrupt {
                 file: file_buf(),
                 section: id.name(),

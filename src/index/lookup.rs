@@ -267,6 +267,18 @@ impl IndexSet {
         }
     }
 
+    /// What the HTTP API shows of a hit besides [`IndexSet::record`]: the feed's
+    /// indicator field, and the exact rendition of the context when it has one.
+    pub fn record_detail(&self, hit: Hit) -> (&[u8], Option<&[u8]>) {
+        match self.parts.get(hit.part as usize) {
+            Some(i) => {
+                let feed = i.records.feed_of(hit.record);
+                (i.records.key(feed), i.records.exact(i.bytes(), hit.record))
+            }
+            None => (&[], None),
+        }
+    }
+
     pub fn record_count(&self) -> usize {
         self.parts.iter().map(Index::record_count).sum()
     }

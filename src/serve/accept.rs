@@ -46,6 +46,22 @@ pub async fn accept_loop<A: Acceptor>(listener: A, worker: Rc<Worker>, mut shutd
     // One accept stays armed for the life of the loop and is never dropped while
     // connections may arrive: under io_uring, dropping an accept in flight discards a
     // connection the kernel has already accepted (its completion is ignored).
+    // Until the index is loaded, connections wait in the kernel's queue: answers
+    // from an empty index would be wrong, and a refused connection is an error in
+    // KUMA's log.
+    while !worker.shared.engine.is_ready() && shutdown.borrow().is_none() {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    if !worker.shared.engine.is_ready() {
+        // Stopped before the index was loaded: nothing to answer with.
+        listener.close();
+        drop(listener);
+        worker.shared.listeners.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
     let mut accept = Box::pin(listener.accept());
     if shutdown.borrow().is_none() {
         loop {
@@ -87,11 +103,11 @@ pub async fn accept_loop<A: Acceptor>(listener: A, worker: Rc<Worker>, mut shutd
 }
 
 /// One open connection, counted in the thread's and the server's totals until
-/// dropped.
-struct Slot<'w>(&'w Worker);
+/// dropped (the server's count was taken by [`admission`]).
+pub struct Slot<'w>(&'w Worker);
 
 impl<'w> Slot<'w> {
-    fn take(worker: &'w Worker) -> Slot<'w> {
+    pub fn take(worker: &'w Worker) -> Slot<'w> {
         worker.open.set(worker.open.get() + 1);
         Slot(worker)
     }
@@ -104,13 +120,10 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Apply `--allow` and `--max-connections` to a new connection, then serve it.
-fn admit<A: Acceptor>(
-    stream: A::Stream,
-    peer: SocketAddr,
-    worker: &Rc<Worker>,
-    shutdown: &Shutdown,
-) {
+/// Apply `--allow` and `--max-connections` to a new connection (of either protocol):
+/// `true` when it may be served, counted open in the server's total (a [`Slot`] must
+/// then be taken, which releases it).
+pub fn admission(worker: &Worker, peer: SocketAddr) -> bool {
     let shared = &worker.shared;
     let cfg = &shared.config;
     if !allowed(&cfg.allow, peer) {
@@ -118,7 +131,7 @@ fn admit<A: Acceptor>(
         if worth_logging(n) {
             tracing::warn!(%peer, refused = n, "connection from outside --allow closed");
         }
-        return;
+        return false;
     }
     if shared.open.fetch_add(1, Ordering::AcqRel) >= cfg.max_connections {
         shared.open.fetch_sub(1, Ordering::AcqRel);
@@ -126,9 +139,22 @@ fn admit<A: Acceptor>(
         if worth_logging(n) {
             tracing::warn!(%peer, refused = n, max = cfg.max_connections, "--max-connections reached, connection closed");
         }
-        return;
+        return false;
     }
     worker.stats.connections.add(1);
+    true
+}
+
+/// Apply `--allow` and `--max-connections` to a new connection, then serve it.
+fn admit<A: Acceptor>(
+    stream: A::Stream,
+    peer: SocketAddr,
+    worker: &Rc<Worker>,
+    shutdown: &Shutdown,
+) {
+    if !admission(worker, peer) {
+        return;
+    }
     A::set_nodelay(&stream);
     let w = worker.clone();
     let rx = shutdown.clone();

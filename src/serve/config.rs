@@ -2,6 +2,7 @@
 //! plain typed values, validated before a server starts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::indicator::IpRange;
@@ -43,6 +44,88 @@ pub struct Config {
     /// Answer `LookupFinished` to every line without looking anything up: the load
     /// generator's transport ceiling (same runtimes, same connection code).
     pub bare: bool,
+    /// The HTTP API listener (SPEC §12), if configured.
+    pub http: Option<HttpSettings>,
+}
+
+/// The HTTP API listener's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// Certificate and key (PEM); `None` serves plain HTTP (`tls = false`).
+    pub tls: Option<TlsFiles>,
+    pub users: Vec<HttpUser>,
+    /// Serve a non-loopback listener without users.
+    pub allow_anonymous: bool,
+    /// Lookup requests being answered at once, over all threads; beyond: `429`.
+    pub max_inflight: usize,
+    /// Largest request body, bytes; beyond: `413`.
+    pub max_body: usize,
+    /// Time to receive a request body once its head is in; beyond: `408`.
+    pub request_timeout: Duration,
+    /// A connection that sends no complete request head within this time (since it
+    /// opened, or since its last answer) is closed: idle keep-alive and slow clients.
+    pub idle_timeout: Duration,
+}
+
+impl HttpSettings {
+    pub fn new(listen: SocketAddr) -> HttpSettings {
+        HttpSettings {
+            listen,
+            tls: None,
+            users: Vec::new(),
+            allow_anonymous: false,
+            max_inflight: 256,
+            max_body: 64 << 20,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Settings a re-read configuration cannot change while the server runs (users and
+    /// the certificate's files can: they are re-read).
+    fn fixed(&self) -> (SocketAddr, bool, bool, usize, usize, Duration, Duration) {
+        (
+            self.listen,
+            self.tls.is_some(),
+            self.allow_anonymous,
+            self.max_inflight,
+            self.max_body,
+            self.request_timeout,
+            self.idle_timeout,
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A user of the HTTP API.
+#[derive(Clone, PartialEq)]
+pub struct HttpUser {
+    pub name: String,
+    pub credential: Credential,
+}
+
+/// How a user's password is checked.
+#[derive(Clone, PartialEq)]
+pub enum Credential {
+    /// A PHC string (`$argon2id$…`), as `tracer passwd` prints.
+    Hash(String),
+    /// The password itself, read from a `password_file`.
+    Password(String),
+}
+
+impl std::fmt::Debug for HttpUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpUser")
+            .field("name", &self.name)
+            .field("credential", &"********")
+            .finish()
+    }
 }
 
 impl Config {
@@ -74,6 +157,11 @@ impl Config {
         check("log_requests", self.log_requests != running.log_requests);
         check("watch", self.watch != running.watch);
         check("metrics.listen", self.metrics != running.metrics);
+        check(
+            "http",
+            self.http.as_ref().map(HttpSettings::fixed)
+                != running.http.as_ref().map(HttpSettings::fixed),
+        );
         changed
     }
 
@@ -103,6 +191,7 @@ impl Config {
             watch: false,
             metrics: None,
             bare: false,
+            http: None,
         }
     }
 }

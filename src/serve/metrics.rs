@@ -19,8 +19,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::stats::{ErrorReason, BATCH_BUCKETS_US};
+use super::stats::{ErrorReason, BATCH_BUCKETS_US, HTTP_STATUSES};
 use super::worker::Shared;
+use crate::enrich::remote::{Failure, LATENCY_BUCKETS_MS};
+use crate::enrich::Enricher;
 use crate::indicator::Kind;
 
 /// Bind `addr` and serve scrapes from a background thread; returns the bound address.
@@ -222,6 +224,145 @@ impl Collector for TracerCollector {
             let count = t.batch_buckets.iter().sum();
             m.encode_histogram::<NoLabelSet>(t.batch_sum_us as f64 / 1e6, count, &buckets, None)?;
         }
+        let enrichers: Vec<&dyn Enricher> = snapshot.enrichers().iter().map(|e| &**e).collect();
+        encode_enrichers(&mut enc, &enrichers)?;
+        gauge(
+            &mut enc,
+            "tracer_ready",
+            "1 once the index is loaded (before: connections wait, the HTTP API answers 425)",
+            u64::from(engine.is_ready()),
+        )?;
+        if let Some(http) = &shared.http {
+            {
+                let mut m = enc.encode_descriptor(
+                    "tracer_http_requests",
+                    "HTTP API answers, by status",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for (i, n) in t.http_status.iter().enumerate() {
+                    let status = HTTP_STATUSES
+                        .get(i)
+                        .map_or_else(|| "other".to_string(), |s| s.to_string());
+                    ConstCounter::new(*n).encode(m.encode_family(&[("status", status)])?)?;
+                }
+            }
+            counter(
+                &mut enc,
+                "tracer_http_objects",
+                "Objects looked up through the HTTP API",
+                t.http_objects,
+            )?;
+            counter(
+                &mut enc,
+                "tracer_http_login_failures",
+                "HTTP API requests refused for missing or wrong credentials",
+                http.login_failures(),
+            )?;
+        }
         Ok(())
     }
+}
+
+/// Per enricher (SPEC §11): calls, cache hits and misses, upstream latency, errors by
+/// reason, timeouts, lookups skipped by the breaker, breaker state.
+fn encode_enrichers(
+    enc: &mut DescriptorEncoder,
+    enrichers: &[&dyn Enricher],
+) -> Result<(), std::fmt::Error> {
+    let remote: Vec<(&dyn Enricher, &crate::enrich::Stats)> = enrichers
+        .iter()
+        .filter_map(|e| e.stats().map(|s| (*e, s)))
+        .collect();
+    type Read = fn(&crate::enrich::Stats) -> u64;
+    let counters: [(&str, &str, Read); 5] = [
+        ("tracer_enricher_calls", "Upstream calls made", |s| {
+            s.calls.load(Ordering::Relaxed)
+        }),
+        (
+            "tracer_enricher_cache_hits",
+            "Lookups answered from the cache",
+            |s| s.cache_hits.load(Ordering::Relaxed),
+        ),
+        (
+            "tracer_enricher_cache_misses",
+            "Lookups not in the cache (answered by a call, shared or new)",
+            |s| s.cache_misses.load(Ordering::Relaxed),
+        ),
+        (
+            "tracer_enricher_timeouts",
+            "Indicators answered without this enricher's hits because its answer was late",
+            |s| s.timeouts.load(Ordering::Relaxed),
+        ),
+        (
+            "tracer_enricher_skipped",
+            "Lookups not made because the breaker was open",
+            |s| s.skipped.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, read) in counters {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for &(e, s) in &remote {
+            let labels = [("enricher", e.name().to_string())];
+            ConstCounter::new(read(s)).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "tracer_enricher_errors",
+            "Failed upstream calls, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for &(e, s) in &remote {
+            for f in Failure::ALL {
+                let labels = [
+                    ("enricher", e.name().to_string()),
+                    ("reason", f.label().to_string()),
+                ];
+                ConstCounter::new(s.errors[f as usize].load(Ordering::Relaxed))
+                    .encode(m.encode_family(&labels)?)?;
+            }
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "tracer_enricher_breaker_state",
+            "Circuit breaker: 0 closed, 1 open, 2 probing",
+            None,
+            MetricType::Gauge,
+        )?;
+        for &(e, _) in &remote {
+            let labels = [("enricher", e.name().to_string())];
+            ConstGauge::new(i64::from(e.breaker())).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "tracer_enricher_upstream_seconds",
+        "Upstream call latency",
+        None,
+        MetricType::Histogram,
+    )?;
+    for &(e, s) in &remote {
+        let counts: Vec<u64> = s
+            .latency
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
+            .iter()
+            .zip(&counts)
+            .map(|(le, n)| (*le as f64 / 1e3, *n))
+            .collect();
+        buckets.push((f64::INFINITY, counts[LATENCY_BUCKETS_MS.len()]));
+        let labels = [("enricher", e.name().to_string())];
+        let sum = s.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+            sum,
+            counts.iter().sum(),
+            &buckets,
+            None,
+        )?;
+    }
+    Ok(())
 }

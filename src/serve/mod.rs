@@ -13,8 +13,10 @@
 //! received, and exit with status 0.
 
 pub mod accept;
+pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod io;
 pub mod listen;
 pub mod metrics;
@@ -57,6 +59,10 @@ pub enum ServerError {
     Thread(std::io::Error),
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error("[http] listen {0}: the HTTP API needs a port of its own, not the line protocol's")]
+    SamePort(SocketAddr),
 }
 
 /// A running server.
@@ -69,6 +75,80 @@ pub struct Server {
     /// The port's lock; `None` only while a takeover waits for the old server to
     /// release it (a thread then takes it).
     lock: Arc<std::sync::Mutex<Option<listen::PortLock>>>,
+    /// The HTTP API's address and its port's lock, when it is configured.
+    http: Option<(SocketAddr, Arc<std::sync::Mutex<Option<listen::PortLock>>>)>,
+}
+
+type Lock = Arc<std::sync::Mutex<Option<listen::PortLock>>>;
+
+/// Take `port`'s lock once the server being taken over releases it (it does when its
+/// listeners are closed).
+fn take_lock_later(lock: Lock, port: u16) -> Result<(), ServerError> {
+    std::thread::Builder::new()
+        .name("tracer-port-lock-wait".into())
+        .spawn(move || loop {
+            match listen::PortLock::try_take(port) {
+                Ok(Some(l)) => {
+                    *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
+                    tracing::info!("the previous tracer has released port {port}");
+                    return;
+                }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                Err(e) => {
+                    tracing::warn!("cannot take the lock of port {port}: {e}");
+                    return;
+                }
+            }
+        })
+        .map(drop)
+        .map_err(ServerError::Thread)
+}
+
+/// Bind the HTTP API's listeners (one per thread), taking its port's lock as the line
+/// protocol's is taken; with `--takeover` the lock comes later, from the server taken
+/// over.
+fn bind_http(
+    want: SocketAddr,
+    threads: usize,
+    takeover: bool,
+) -> Result<(Vec<std::net::TcpListener>, SocketAddr, Lock), ServerError> {
+    let listen_err = |(addr, source)| ServerError::Listen { addr, source };
+    let locked = |lock| Arc::new(std::sync::Mutex::new(lock));
+    if want.port() == 0 {
+        let (listeners, addr) = listen::bind_all(want, threads).map_err(listen_err)?;
+        let lock = listen::PortLock::try_take(addr.port())
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        return Ok((listeners, addr, locked(lock)));
+    }
+    match listen::PortLock::try_take(want.port())
+        .map_err(|source| ServerError::Listen { addr: want, source })?
+    {
+        Some(lock) => {
+            if listen::foreign_listener(want) {
+                return Err(ServerError::PortInUse { addr: want });
+            }
+            let (listeners, addr) = listen::bind_all(want, threads).map_err(listen_err)?;
+            Ok((listeners, addr, locked(Some(lock))))
+        }
+        None if takeover => {
+            let (listeners, addr) = listen::bind_all(want, threads).map_err(listen_err)?;
+            let lock = locked(None);
+            take_lock_later(lock.clone(), addr.port())?;
+            Ok((listeners, addr, lock))
+        }
+        None => {
+            let holder = listen::ask_holder(want.port(), "who")
+                .map(|a| {
+                    let mut w = a.split_whitespace().skip(1);
+                    match (w.next(), w.next()) {
+                        (Some(pid), Some(addr)) => format!("pid {pid}, listening on {addr}"),
+                        _ => a.clone(),
+                    }
+                })
+                .unwrap_or_else(|e| format!("no answer: {e}"));
+            Err(ServerError::PortServed { addr: want, holder })
+        }
+    }
 }
 
 /// Bind the listeners for `config`, taking the port's lock first (see [`listen`]).
@@ -143,18 +223,35 @@ impl Server {
         )
     }
 
-    /// Load a plan (sources and enrichers), then start serving it.
+    /// Start serving a plan (sources and enrichers). The listeners are bound first, so
+    /// a port that is taken is reported before a long load; connections wait in the
+    /// kernel's queue until the index is loaded, and the HTTP API answers `425`
+    /// meanwhile. A takeover loads first, then binds beside the server it replaces,
+    /// which serves until then.
     pub fn start_plan(config: Config, plan: Plan) -> Result<Server, ServerError> {
         let started = std::time::Instant::now();
-        let engine = Engine::start(plan)?;
-        let snapshot = engine.current();
-        tracing::info!(
-            records = snapshot.record_count(),
-            indexes = snapshot.index().parts().len(),
-            ms = started.elapsed().as_millis() as u64,
-            "index ready"
-        );
-        Server::with_engine(config, Arc::new(engine))
+        let ready = |engine: &Engine| {
+            let snapshot = engine.current();
+            tracing::info!(
+                records = snapshot.record_count(),
+                indexes = snapshot.index().parts().len(),
+                ms = started.elapsed().as_millis() as u64,
+                "index ready"
+            );
+        };
+        if config.takeover {
+            let engine = Engine::start(plan)?;
+            ready(&engine);
+            return Server::with_engine(config, Arc::new(engine));
+        }
+        let engine = Arc::new(Engine::loading(plan));
+        let server = Server::with_engine(config, engine.clone())?;
+        if let Err(e) = engine.load_first() {
+            server.abort();
+            return Err(e.into());
+        }
+        ready(&engine);
+        Ok(server)
     }
 
     /// Bind one listener per thread and start the workers on `engine`.
@@ -166,40 +263,38 @@ impl Server {
             Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
         }
         let threads = config.threads.max(1);
+        if let Some(h) = &config.http {
+            if h.listen.port() != 0 && h.listen.port() == config.listen.port() {
+                return Err(ServerError::SamePort(h.listen));
+            }
+        }
+        // The certificate and users are read before any port is taken.
+        let http_shared = match &config.http {
+            Some(h) => Some(Arc::new(http::HttpShared::new(h.clone())?)),
+            None => None,
+        };
         let (listeners, addr, lock, took_over) = bind(&config, threads)?;
         let lock = Arc::new(std::sync::Mutex::new(lock));
         if let Some(pid) = &took_over {
             tracing::info!(pid = %pid, "taking over port {} from the tracer serving it; it drains and exits", addr.port());
-            // It releases the lock when its listeners are closed; take it then.
-            let lock = lock.clone();
-            let port = addr.port();
-            std::thread::Builder::new()
-                .name("tracer-port-lock-wait".into())
-                .spawn(move || loop {
-                    match listen::PortLock::try_take(port) {
-                        Ok(Some(l)) => {
-                            *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
-                            tracing::info!("the previous tracer has released port {port}");
-                            return;
-                        }
-                        Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
-                        Err(e) => {
-                            tracing::warn!("cannot take the lock of port {port}: {e}");
-                            return;
-                        }
-                    }
-                })
-                .map_err(ServerError::Thread)?;
+            take_lock_later(lock.clone(), addr.port())?;
         }
-        let shared = Arc::new(Shared::new(config, engine));
+        let (http_listeners, http) = match &config.http {
+            Some(h) => {
+                let (l, a, lock) = bind_http(h.listen, threads, took_over.is_some())?;
+                (l.into_iter().map(Some).collect(), Some((a, lock)))
+            }
+            None => ((0..threads).map(|_| None).collect::<Vec<_>>(), None),
+        };
+        let shared = Arc::new(Shared::new(config, engine, http_shared));
         let (tx, rx) = tokio::sync::watch::channel(None);
         let mut handles = Vec::with_capacity(threads);
-        for (i, l) in listeners.into_iter().enumerate() {
+        for (i, (l, h)) in listeners.into_iter().zip(http_listeners).enumerate() {
             let shared = shared.clone();
             let rx = rx.clone();
             let h = std::thread::Builder::new()
                 .name(format!("tracer-worker-{i}"))
-                .spawn(move || runtime::worker_thread(runtime, l, shared, rx))
+                .spawn(move || runtime::worker_thread(runtime, l, h, shared, rx))
                 .map_err(ServerError::Thread)?;
             handles.push(h);
         }
@@ -207,6 +302,17 @@ impl Server {
             "listening on {addr} ({threads} worker threads, {} runtime)",
             runtime.name()
         );
+        if let (Some((a, _)), Some(h)) = (&http, &shared.config.http) {
+            tracing::info!(
+                "HTTP API on {}://{a}/api/1.1/lookup ({})",
+                if h.tls.is_some() { "https" } else { "http" },
+                if h.users.is_empty() {
+                    "no users: anyone who reaches it".to_string()
+                } else {
+                    format!("{} users", h.users.len())
+                }
+            );
+        }
         Ok(Server {
             shared,
             shutdown: tx,
@@ -214,7 +320,21 @@ impl Server {
             addr,
             runtime,
             lock,
+            http,
         })
+    }
+
+    /// Stop a server whose index never loaded: close everything, say nothing more.
+    fn abort(self) {
+        let _ = self.shutdown.send(Some(std::time::Instant::now()));
+        for h in self.threads {
+            let _ = h.join();
+        }
+    }
+
+    /// The HTTP API's address, when it is configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(a, _)| *a)
     }
 
     /// Answer `who` and `takeover` requests on the port's lock (once held); a granted
@@ -222,11 +342,27 @@ impl Server {
     pub fn answer_lock_requests(&self, on_takeover: impl Fn(u32) + Send + Clone + 'static) {
         let lock = self.lock.clone();
         let addr = self.addr;
+        let tcp_takeover = on_takeover.clone();
         let start = move |l: &listen::PortLock| {
-            if let Err(e) = l.answer_requests(addr, on_takeover.clone()) {
+            if let Err(e) = l.answer_requests(addr, tcp_takeover.clone()) {
                 tracing::warn!("cannot answer on the port lock: {e}");
             }
         };
+        if let Some((http_addr, http_lock)) = &self.http {
+            let (http_addr, http_lock, on_takeover) =
+                (*http_addr, http_lock.clone(), on_takeover.clone());
+            let _ = std::thread::Builder::new()
+                .name("tracer-port-lock-answer".into())
+                .spawn(move || loop {
+                    if let Some(l) = &*http_lock.lock().unwrap_or_else(|p| p.into_inner()) {
+                        if let Err(e) = l.answer_requests(http_addr, on_takeover.clone()) {
+                            tracing::warn!("cannot answer on the HTTP port's lock: {e}");
+                        }
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                });
+        }
         if let Some(l) = &*self.lock.lock().unwrap_or_else(|p| p.into_inner()) {
             start(l);
             return;
@@ -268,6 +404,7 @@ impl Server {
         // Once every listener is closed, let the port go: a new server may start on
         // it while this one drains.
         let lock = self.lock.clone();
+        let http_lock = self.http.as_ref().map(|(_, l)| l.clone());
         let shared = self.shared.clone();
         let _ = std::thread::Builder::new()
             .name("tracer-port-release".into())
@@ -279,6 +416,9 @@ impl Server {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(l) = http_lock {
+                    l.lock().unwrap_or_else(|p| p.into_inner()).take();
+                }
             });
         for h in self.threads {
             if h.join().is_err() {
@@ -363,6 +503,13 @@ pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), Ser
             Event::Signal(SIGHUP) => match &reread {
                 None => {
                     tracing::info!("SIGHUP: reloading");
+                    if let (Some(http), Some(settings)) =
+                        (&server.shared.http, &server.shared.config.http)
+                    {
+                        if let Err(e) = http.reload(settings) {
+                            tracing::error!("{e}; the HTTP API keeps its users and certificate");
+                        }
+                    }
                     let _ = server.shared.engine.reload();
                 }
                 Some(reread) => {
@@ -371,6 +518,15 @@ pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), Ser
                         Ok((config, plan)) => {
                             for what in config.needs_restart(&server.shared.config) {
                                 tracing::warn!("`{what}` changed in the configuration: it takes effect at the next restart");
+                            }
+                            if let (Some(http), Some(settings)) =
+                                (&server.shared.http, &config.http)
+                            {
+                                if let Err(e) = http.reload(settings) {
+                                    tracing::error!(
+                                        "{e}; the HTTP API keeps its users and certificate"
+                                    );
+                                }
                             }
                             let _ = server.shared.engine.reconfigure(plan);
                         }

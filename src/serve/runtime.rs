@@ -54,12 +54,26 @@ pub fn choose(mode: IoMode) -> std::io::Result<Runtime> {
 pub fn worker_thread(
     runtime: Runtime,
     listener: std::net::TcpListener,
+    http: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) {
     let worker = Rc::new(Worker::new(shared));
+    // The HTTP listener's loop runs beside the line protocol's, as a task of its own
+    // on the same runtime; the line protocol's loop outlives it (it waits for all
+    // the thread's connections to drain).
+    let start_http = move |worker: &Rc<Worker>, shutdown: &Shutdown| {
+        if let Some(l) = http {
+            tokio::task::spawn_local(super::http::accept_loop(
+                l,
+                worker.clone(),
+                shutdown.clone(),
+            ));
+        }
+    };
     match runtime {
         Runtime::Uring => tokio_uring::builder().entries(1024).start(async move {
+            start_http(&worker, &shutdown);
             let l = tokio_uring::net::TcpListener::from_std(listener);
             accept_loop(l, worker, shutdown).await
         }),
@@ -76,6 +90,7 @@ pub fn worker_thread(
             };
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async move {
+                start_http(&worker, &shutdown);
                 match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => accept_loop(l, worker, shutdown).await,
                     Err(e) => tracing::error!("cannot register the listener: {e}"),

@@ -90,7 +90,15 @@ pub struct WorkerStats {
     pub drain_late: Counter,
     pub drain_cut: Counter,
     pub categories: CategoryCounts,
+    /// HTTP API answers by status, indexed as [`HTTP_STATUSES`] (last: any other).
+    pub http_status: [Counter; HTTP_STATUSES.len() + 1],
+    /// HTTP API objects looked up.
+    pub http_objects: Counter,
 }
+
+/// The statuses the HTTP API answers with, as `tracer_http_requests_total{status}`
+/// counts them.
+pub const HTTP_STATUSES: [u16; 12] = [200, 400, 401, 404, 405, 406, 408, 413, 425, 429, 500, 503];
 
 impl WorkerStats {
     /// Count one batch of answered requests.
@@ -113,6 +121,28 @@ impl WorkerStats {
             .unwrap_or(BATCH_BUCKETS_US.len());
         self.batch_buckets[bucket].add(1);
         self.batch_sum_us.add(us);
+    }
+
+    /// Count one HTTP API answer.
+    pub fn http_status(&self, status: u16) {
+        let i = HTTP_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(HTTP_STATUSES.len());
+        self.http_status[i].add(1);
+    }
+
+    /// Count the objects of one piece of an HTTP API answer: by kind, and their hits.
+    pub fn http_objects(&self, by_kind: &[u64; 5], hits: u64) {
+        let mut n = 0;
+        for (counter, k) in self.by_kind.iter().zip(by_kind) {
+            if *k > 0 {
+                counter.add(*k);
+                n += k;
+            }
+        }
+        self.http_objects.add(n);
+        self.hits.add(hits);
     }
 
     /// Count one problem; returns how many of this kind this worker has seen.
@@ -207,6 +237,8 @@ pub struct Totals {
     pub drain_late: u64,
     pub drain_cut: u64,
     pub hits_by_category: BTreeMap<Box<[u8]>, u64>,
+    pub http_status: [u64; HTTP_STATUSES.len() + 1],
+    pub http_objects: u64,
 }
 
 impl Registry {
@@ -247,6 +279,10 @@ impl Registry {
             t.drain_late += w.drain_late.get();
             t.drain_cut += w.drain_cut.get();
             w.categories.add_to(&mut t.hits_by_category);
+            for (a, c) in t.http_status.iter_mut().zip(&w.http_status) {
+                *a += c.get();
+            }
+            t.http_objects += w.http_objects.get();
         }
         t
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::config::Config;
+use super::http::HttpShared;
 use super::stats::{CategoryTable, Registry, WorkerStats};
 use crate::engine::{Engine, Snapshot};
 use crate::protocol::cybertrace::Responder;
@@ -21,16 +22,20 @@ pub struct Shared {
     /// Listeners still open; the port is given up when none is.
     pub listeners: AtomicUsize,
     pub stats: Registry,
+    /// The HTTP API listener's state, when it is configured.
+    pub http: Option<Arc<HttpShared>>,
 }
 
 impl Shared {
-    pub fn new(config: Config, engine: Arc<Engine>) -> Shared {
+    pub fn new(config: Config, engine: Arc<Engine>, http: Option<Arc<HttpShared>>) -> Shared {
         Shared {
-            listeners: AtomicUsize::new(config.threads.max(1)),
+            // One line-protocol listener per thread, and one HTTP listener per thread.
+            listeners: AtomicUsize::new(config.threads.max(1) * if http.is_some() { 2 } else { 1 }),
             config,
             engine,
             open: AtomicUsize::new(0),
             stats: Registry::default(),
+            http,
         }
     }
 

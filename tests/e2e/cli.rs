@@ -115,7 +115,7 @@ fn inspect_shows_feeds_and_counts() {
     let o = tracer(&["inspect", indexes[1].to_str().expect("path")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    assert!(text.contains("format version  2"), "{text}");
+    assert!(text.contains("format version  3"), "{text}");
     assert!(text.contains("Phishing_URL_Data_Feed"), "{text}");
     // 4 masks, plus the bare variants of the two ending in `/*` (SPEC §3).
     assert!(text.contains("mask patterns   6"), "{text}");

@@ -34,10 +34,16 @@ fn misp(upstream: &Upstream, extra: &str) -> String {
 }
 
 fn serve(cfg: &std::path::Path) -> Server {
+    serve_with(cfg, &[])
+}
+
+fn serve_with(cfg: &std::path::Path, args: &[&str]) -> Server {
+    let mut all = vec!["--config", cfg.to_str().expect("path")];
+    all.extend_from_slice(args);
     Server::start_env(
         any_io(),
         "127.0.0.1:0",
-        &["--config", cfg.to_str().expect("path")],
+        &all,
         &[("TRACER_TEST_MISP_KEY", KEY)],
     )
 }
@@ -238,13 +244,16 @@ fn a_failing_upstream_opens_the_breaker_then_recovers() {
     let up = Upstream::start(KEY);
     up.set(Mode::Fail);
     let dir = TempDir::new("enrich-breaker");
-    let srv = serve(&config(
-        &dir,
-        &misp(
-            &up,
-            "breaker_failures = 3\nbreaker_cooldown = \"1s\"\nkinds = [\"hash\"]",
+    let srv = serve_with(
+        &config(
+            &dir,
+            &misp(
+                &up,
+                "breaker_failures = 3\nbreaker_cooldown = \"1s\"\nkinds = [\"hash\"]",
+            ),
         ),
-    ));
+        &["--metrics", "127.0.0.1:0"],
+    );
     for i in 0..8 {
         // Answered every time, with the feed's hits and without the upstream's. One
         // enriched indicator per request, so no call is in flight when the breaker opens.
@@ -260,6 +269,30 @@ fn a_failing_upstream_opens_the_breaker_then_recovers() {
     // Bad JSON counts as a failure too, and never reaches the client.
     up.set(Mode::BadJson);
     assert_eq!(ask(&srv, "hash=000000000000000000000000000000bb"), MISS);
+    let m = srv.metrics();
+    for line in [
+        "tracer_enricher_calls_total{enricher=\"misp\"} 5",
+        "tracer_enricher_errors_total{enricher=\"misp\",reason=\"status\"} 3",
+        "tracer_enricher_errors_total{enricher=\"misp\",reason=\"bad_answer\"} 1",
+        "tracer_enricher_errors_total{enricher=\"misp\",reason=\"connect\"} 0",
+        "tracer_enricher_skipped_total{enricher=\"misp\"} 5",
+        "tracer_enricher_breaker_state{enricher=\"misp\"} 0",
+        "tracer_enricher_upstream_seconds_count{enricher=\"misp\"} 5",
+        "tracer_enricher_cache_hits_total{enricher=\"misp\"} 0",
+    ] {
+        assert!(m.contains(line), "missing {line:?} in\n{m}");
+    }
+    // Asked again: from the cache, no call.
+    assert!(ask(&srv, &format!("hash={KNOWN_MD5}")).contains("Category=misp_2|"));
+    let m = srv.metrics();
+    assert!(
+        m.contains("tracer_enricher_cache_hits_total{enricher=\"misp\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tracer_enricher_calls_total{enricher=\"misp\"} 5"),
+        "{m}"
+    );
 }
 
 fn faulty(dir: &TempDir, args: &str) -> PathBuf {
@@ -343,6 +376,51 @@ fn the_bundled_python_helper_enriches_like_the_python_tool() {
                 Category=Tracer_Hash_Info|MatchedIndicator=d41d8cd98f00b204e9800998ecf8427e|algorithm=MD5|normalized=D41D8CD98F00B204E9800998ECF8427E\n\
                 LookupFinished\n";
     assert_eq!(got, want);
+}
+
+#[test]
+fn the_deploy_config_is_valid_with_and_without_its_examples() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/tracer.toml");
+    let text = std::fs::read_to_string(&deploy).expect("deploy/tracer.toml");
+    let o = tracer(&["check-config", deploy.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every commented key and table line switched on at once.
+    let dir = TempDir::new("deploy-config");
+    let all: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with('[')
+                    || rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    }) =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(all.contains("\n[[index]]\n") && all.contains("\ntype = \"misp\"\n"));
+    let uncommented = dir.path("tracer.toml");
+    std::fs::write(&uncommented, all).expect("write");
+    let o = std::process::Command::new(&*BIN)
+        .args(["check-config", uncommented.to_str().expect("path")])
+        .env("MISP_KEY", "k")
+        .env("INTEL_TOKEN", "t")
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown = stdout(&o);
+    for key in [
+        "name = \"misp\"",
+        "name = \"intel\"",
+        "name = \"python\"",
+        "idle_timeout = \"10m\"",
+        "log_file = ",
+    ] {
+        assert!(shown.contains(key), "missing {key:?} in\n{shown}");
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod enrich;
+mod http;
 mod index_damage;
 mod protocol;
 mod server;

@@ -202,7 +202,7 @@ fn answer_larger_than_the_socket_buffer() {
             ],
         );
         let mut s = srv.connect();
-        let tokens: Vec<&str> = std::iter::repeat("url=gmer.com").take(20_000).collect();
+        let tokens: Vec<&str> = std::iter::repeat_n("url=gmer.com", 20_000).collect();
         let mut line = tokens.join("|");
         line.push('\n');
         s.write_all(line.as_bytes()).expect("send");

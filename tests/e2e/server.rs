@@ -313,23 +313,6 @@ fn feeds_given_with_f_and_k_are_served() {
     }
 }
 
-/// The address `--metrics 127.0.0.1:0` bound, from the log.
-fn metrics_addr(srv: &Server) -> String {
-    srv.wait_log("metrics on http://");
-    let log = srv.log();
-    log.split("metrics on http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .expect("metrics address in the log")
-        .to_string()
-}
-
-fn scrape(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
-    String::from_utf8(read_to_close(&mut s)).expect("utf-8")
-}
-
 #[test]
 fn metrics_count_hits_by_category_with_escaped_labels() {
     let dir = TempDir::new("metrics-labels");
@@ -349,7 +332,7 @@ fn metrics_count_hits_by_category_with_escaped_labels() {
             "we\"ird\\cat\nx",
         ],
     );
-    let addr = metrics_addr(&srv);
+    let addr = srv.metrics_addr();
     let got = exchange(
         &srv,
         b"url=odd.example\nurl=odd.example|url=odd.example\n",
@@ -364,7 +347,7 @@ fn metrics_count_hits_by_category_with_escaped_labels() {
 #[test]
 fn metrics_endpoint_counts_requests_by_kind() {
     let srv = Server::start(any_io(), &["--metrics", "127.0.0.1:0"]);
-    let addr = metrics_addr(&srv);
+    let addr = srv.metrics_addr();
     let got = exchange(
         &srv,
         b"url=gmer.com|ip=10.13.0.1\nhash=44d88612fea8a8f36de82e1278abb02f\nurl=miss.example\n",

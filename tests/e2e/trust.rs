@@ -282,15 +282,7 @@ fn a_panicking_connection_is_closed_alone_and_counted() {
         }
         srv.wait_log("panic: ");
         srv.wait_log("a panic while answering this connection");
-        let log = srv.log();
-        let addr = log
-            .split("metrics on http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .expect("metrics address");
-        let mut m = std::net::TcpStream::connect(addr).expect("metrics");
-        m.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
-        let body = String::from_utf8_lossy(&read_to_close(&mut m)).into_owned();
+        let body = srv.metrics();
         assert!(
             body.contains("tracer_errors_total{reason=\"panic\"} 10"),
             "{io}: {body}"

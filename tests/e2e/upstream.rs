@@ -30,6 +30,8 @@ pub enum Mode {
 
 pub struct State {
     key: String,
+    /// Values answered with one generic attribute, besides the two below.
+    known: std::collections::HashSet<String>,
     mode: Mutex<Mode>,
     calls: AtomicU64,
     unauthorized: AtomicU64,
@@ -49,11 +51,17 @@ pub const KNOWN_DOMAIN: &str = "evil.example";
 impl Upstream {
     /// Start on 127.0.0.1, expecting `key` in `Authorization`.
     pub fn start(key: &str) -> Upstream {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::start_on("127.0.0.1:0", key, Default::default())
+    }
+
+    /// Start on `addr`; `known` values are answered with one attribute each.
+    pub fn start_on(addr: &str, key: &str, known: std::collections::HashSet<String>) -> Upstream {
+        let listener = std::net::TcpListener::bind(addr).expect("bind upstream");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State {
             key: key.to_string(),
+            known,
             mode: Mutex::new(Mode::Normal),
             calls: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
@@ -150,7 +158,19 @@ async fn answer(
     }
     let filter: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let value = filter["value"].as_str().unwrap_or("");
+    if st.known.contains(value) {
+        return Ok(reply(200, known_attribute(value).to_string()));
+    }
     Ok(reply(200, attributes(value).to_string()))
+}
+
+/// The answer for one of the `known` values.
+fn known_attribute(value: &str) -> serde_json::Value {
+    serde_json::json!({"response": {"Attribute": [
+        {"id": "900", "event_id": "90", "type": "other", "category": "External analysis",
+         "value": value, "to_ids": true, "Event": {"id": "90", "info": "known to the upstream"},
+         "Tag": [{"id": "5", "name": "tlp:clear"}]}
+    ]}})
 }
 
 /// What MISP answers for `value`.

@@ -132,6 +132,22 @@ pub struct Server {
 }
 
 impl Server {
+    /// The address `--metrics 127.0.0.1:0` bound, from the log.
+    pub fn metrics_addr(&self) -> String {
+        self.wait_log("metrics on http://");
+        let log = self.log();
+        log.split("metrics on http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .expect("metrics address in the log")
+            .to_string()
+    }
+
+    /// A scrape of `/metrics`, from a server started with `--metrics 127.0.0.1:0`.
+    pub fn metrics(&self) -> String {
+        scrape(&self.metrics_addr())
+    }
+
     /// Start with `args` after `serve --listen 127.0.0.1:0 --threads 2 --io <io>`.
     pub fn start(io: &str, args: &[&str]) -> Server {
         Server::start_on(io, "127.0.0.1:0", args)
@@ -338,6 +354,13 @@ pub fn exchange(server: &Server, bytes: &[u8], finished: usize) -> String {
 }
 
 /// Read to EOF (the server closed), failing after the read timeout.
+/// `GET /metrics` from `addr`: the whole HTTP response.
+pub fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
+    String::from_utf8(read_to_close(&mut s)).expect("utf-8")
+}
+
 pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 65536];
