@@ -408,6 +408,10 @@ fn the_deploy_config_is_valid_with_and_without_its_examples() {
         .args(["check-config", uncommented.to_str().expect("path")])
         .env("MISP_KEY", "k")
         .env("INTEL_TOKEN", "t")
+        .env(
+            "TRACER_KUMA_PASSWORD_HASH",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$2f1iRzPeW7a0Uv4w8Ue2fV3xk2qfKqPz2dQ0cKxk2tE",
+        )
         .output()
         .expect("run");
     assert!(o.status.success(), "{}", stderr(&o));
@@ -418,6 +422,8 @@ fn the_deploy_config_is_valid_with_and_without_its_examples() {
         "name = \"python\"",
         "idle_timeout = \"10m\"",
         "log_file = ",
+        "[http]",
+        "name = \"kuma\"",
     ] {
         assert!(shown.contains(key), "missing {key:?} in\n{shown}");
     }
