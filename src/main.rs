@@ -141,6 +141,10 @@ fn serve(args: &cli::ServeArgs, cli: &Cli) -> anyhow::Result<()> {
             root.display()
         );
         *sources = tracer::engine::Sources::demo(&root);
+    } else if sources.is_empty() {
+        tracing::warn!(
+            "the configuration names no feed and no index: only enrichers can answer, every other lookup misses"
+        );
     }
     // SIGHUP re-reads the config file, with the same flags laid over it.
     let reread: Option<tracer::serve::Reread> = args.config.clone().map(|path| {

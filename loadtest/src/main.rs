@@ -6,9 +6,13 @@
 //! latency percentiles and errors. `--ceiling` also runs the same load against an
 //! in-process bare responder (same runtimes and connection code as the server, no
 //! lookups), so a run states the server's rate as a share of what the transport
-//! allows on this machine. Traffic goes to loopback only, and every run ends by itself.
+//! allows on this machine. `--http URL` drives the HTTP API instead (SPEC §12), as
+//! KUMA's `cybertrace-http` source does: one request of N objects at a time on each
+//! keep-alive connection, TLS for `https://`. Traffic goes to loopback only, and every
+//! run ends by itself.
 
 mod check;
+mod http;
 mod run;
 mod workload;
 
@@ -20,7 +24,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use run::{Plan, Report};
+use http::{Endpoint, Trust};
+use run::{Plan, Protocol, Report};
 use workload::Workload;
 
 #[derive(Parser, Debug)]
@@ -32,6 +37,37 @@ struct Args {
     /// Server address; must be a loopback address.
     #[arg(long, default_value = "127.0.0.1:16666")]
     addr: SocketAddr,
+    /// Drive the HTTP API at this URL instead of the TCP protocol, e.g.
+    /// https://127.0.0.1:9443/api/1.1/lookup (the host must be loopback).
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with_all = ["addr", "depth", "reconnect_each", "idle", "ceiling",
+            "ceiling_only", "ceiling_io", "ceiling_threads"]
+    )]
+    http: Option<String>,
+    /// `--http`: HTTP Basic auth user.
+    #[arg(long, requires_all = ["http", "password"])]
+    user: Option<String>,
+    /// `--http`: HTTP Basic auth password.
+    #[arg(long, requires_all = ["http", "user"])]
+    password: Option<String>,
+    /// `--http`: objects per request (default: 1–3 at random).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "http",
+        conflicts_with = "per_request"
+    )]
+    objects_per_request: Option<usize>,
+    /// `--http` with https: accept any server certificate (handshake signatures are
+    /// still checked).
+    #[arg(long, requires = "http", conflicts_with = "ca_file")]
+    insecure: bool,
+    /// `--http` with https: trust the certificates in this PEM file (the server's
+    /// self-signed certificate, or its CA).
+    #[arg(long, value_name = "PEM", requires = "http")]
+    ca_file: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// Requests in flight per connection (1 = KUMA's behaviour).
@@ -123,6 +159,22 @@ fn real_main() -> anyhow::Result<ExitCode> {
         args.addr
     );
     anyhow::ensure!(
+        args.objects_per_request != Some(0),
+        "--objects-per-request must be at least 1"
+    );
+    let protocol = match &args.http {
+        None => Protocol::Tcp,
+        Some(url) => {
+            let trust = match (&args.ca_file, args.insecure) {
+                (Some(path), _) => Some(Trust::CaFile(path.clone())),
+                (None, true) => Some(Trust::Any),
+                (None, false) => None,
+            };
+            let credentials = args.user.as_deref().zip(args.password.as_deref());
+            Protocol::Http(Arc::new(Endpoint::new(url, credentials, trust)?))
+        }
+    };
+    anyhow::ensure!(
         args.duration > 0.0 && args.duration <= 3600.0,
         "--duration must be in (0, 3600] seconds"
     );
@@ -135,13 +187,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
         _ => Workload::demo(),
     });
     let plan = Plan {
-        addr: args.addr,
+        addr: match &protocol {
+            Protocol::Tcp => args.addr,
+            Protocol::Http(endpoint) => endpoint.addr,
+        },
+        protocol,
         connections: args.connections.max(1),
         threads: args.threads,
         depth: args.depth.max(1),
         rate: args.rate.unwrap_or(0.0),
         reconnect_each: args.reconnect_each,
-        per_request: args.per_request.unwrap_or(0),
+        per_request: args.objects_per_request.or(args.per_request).unwrap_or(0),
         hit_ratio: args.hit_ratio,
         warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
         duration: Duration::from_secs_f64(args.duration),

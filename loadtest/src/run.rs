@@ -9,6 +9,10 @@
 //! was against its schedule: tokio's timers tick in milliseconds, and a server that
 //! stalls the writer (backpressure) shows up there rather than vanishing
 //! (coordinated omission).
+//!
+//! `--http` connections ([`crate::http`] opens them and makes each exchange) share all
+//! of this but the session: one request at a time on a keep-alive connection, the
+//! next when the answer is checked (closed loop) or when it is due (open loop).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -23,13 +27,18 @@ use tokio::sync::Notify;
 
 use tracer::protocol::cybertrace::{Answer, AnswerSplitter, FINISHED, PREAMBLE};
 
-use crate::check::{check, ErrorKind};
+use crate::check::{check, check_http, ErrorKind};
+use crate::http::Endpoint;
 use crate::workload::{Sent, Workload};
+
+/// How long an answer (or an HTTP connection's handshakes) may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// Where connections go (for `--http`, the URL's resolved address).
     pub addr: SocketAddr,
+    pub protocol: Protocol,
     pub connections: usize,
     pub threads: usize,
     pub depth: usize,
@@ -49,6 +58,15 @@ pub struct Plan {
     pub churn: usize,
     pub churn_every: Duration,
     pub progress: bool,
+}
+
+/// What the connections speak.
+#[derive(Clone, Debug)]
+pub enum Protocol {
+    /// The CyberTrace line protocol (SPEC §2).
+    Tcp,
+    /// The HTTP API (SPEC §12): one request in flight per keep-alive connection.
+    Http(Arc<Endpoint>),
 }
 
 /// What one client thread measured.
@@ -71,8 +89,7 @@ impl Tally {
     fn error(&mut self, kind: ErrorKind, detail: impl FnOnce() -> String) {
         *self.errors.entry(kind).or_default() += 1;
         if self.first_errors.len() < 5 {
-            self.first_errors
-                .push(format!("{}: {}", kind.name(), detail()));
+            self.first_errors.push(format!("{}: {}", kind, detail()));
         }
     }
 }
@@ -145,6 +162,13 @@ struct Live {
 }
 
 pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
+    if let Protocol::Http(_) = plan.protocol {
+        // One request in flight on a long-lived connection is all `--http` does.
+        anyhow::ensure!(
+            plan.depth == 1 && !plan.reconnect_each && plan.idle == 0 && !plan.bare,
+            "--http runs one request at a time per connection, with no idle connections"
+        );
+    }
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let live = Arc::new(Live::default());
     let start = Instant::now();
@@ -211,17 +235,26 @@ pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
         late.add(ll)?;
     }
     let seconds = plan.duration.as_secs_f64();
-    let mode = if plan.reconnect_each {
-        "reconnect per request".to_string()
-    } else if plan.rate > 0.0 {
-        format!("open loop at {:.0} req/s", plan.rate)
-    } else if plan.depth > 1 {
-        format!("pipelined, depth {}", plan.depth)
-    } else {
-        "closed loop, 1 in flight".to_string()
+    let (target, mode) = match &plan.protocol {
+        Protocol::Tcp => (plan.addr.to_string(), tcp_mode(plan)),
+        Protocol::Http(ep) => {
+            let objects = match plan.per_request {
+                0 => "1–3".to_string(),
+                n => n.to_string(),
+            };
+            let pacing = if plan.rate > 0.0 {
+                format!("open loop at {:.0} req/s", plan.rate)
+            } else {
+                "closed loop".to_string()
+            };
+            (
+                ep.url.clone(),
+                format!("HTTP keep-alive, {pacing}, 1 in flight, {objects} objects per request"),
+            )
+        }
     };
     Ok(Report {
-        target: plan.addr.to_string(),
+        target,
         mode,
         connections: plan.connections,
         seconds,
@@ -234,7 +267,7 @@ pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
         errors: total
             .errors
             .iter()
-            .map(|(k, v)| (k.name().to_string(), *v))
+            .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         first_errors: total.first_errors.into_iter().take(5).collect(),
         lost: total.lost,
@@ -243,6 +276,19 @@ pub fn run(plan: &Plan, workload: Arc<Workload>) -> anyhow::Result<Report> {
         reconnects: total.reconnects,
         connect_failures: total.connect_failures,
     })
+}
+
+/// How the TCP mode's load is described in the report.
+fn tcp_mode(plan: &Plan) -> String {
+    if plan.reconnect_each {
+        "reconnect per request".to_string()
+    } else if plan.rate > 0.0 {
+        format!("open loop at {:.0} req/s", plan.rate)
+    } else if plan.depth > 1 {
+        format!("pipelined, depth {}", plan.depth)
+    } else {
+        "closed loop, 1 in flight".to_string()
+    }
 }
 
 struct Conn {
@@ -322,10 +368,24 @@ struct Pending {
 }
 
 impl Conn {
+    /// A TCP answer (its lines before `LookupFinished`) to `p`.
     fn record(&self, p: &Pending, lines: &[&[u8]]) {
+        self.answered(p, check(&p.sent, lines), || {
+            let got: Vec<String> = lines
+                .iter()
+                .map(|l| String::from_utf8_lossy(l).chars().take(120).collect())
+                .collect();
+            format!("{got:?}")
+        });
+    }
+
+    /// `p` was answered, and the answer checked: count it (latency included, if it
+    /// falls in the measured window), and the error if it was wrong, described as
+    /// what was sent and `got()`.
+    fn answered(&self, p: &Pending, verdict: Result<(), ErrorKind>, got: impl FnOnce() -> String) {
         let now = Instant::now();
         let mut t = self.tally.borrow_mut();
-        if let Err(kind) = check(&p.sent, lines) {
+        if let Err(kind) = verdict {
             self.live
                 .errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -335,11 +395,7 @@ impl Conn {
                     .iter()
                     .map(|s| format!("{}{}", s.value, if s.hit { " (hit)" } else { "" }))
                     .collect();
-                let got: Vec<String> = lines
-                    .iter()
-                    .map(|l| String::from_utf8_lossy(l).chars().take(120).collect())
-                    .collect();
-                format!("sent [{}], got {:?}", sent.join(", "), got)
+                format!("sent [{}], got {}", sent.join(", "), got())
             });
         }
         if p.at >= self.measure_from && now <= self.stop_at + ANSWER_TIMEOUT {
@@ -380,10 +436,10 @@ impl Conn {
     }
 }
 
-/// A long-lived connection, as KUMA keeps one: preamble, then requests until the run
-/// ends. When the connection breaks (or, with `--churn`, is due to be replaced), a
-/// new one takes its place; requests that were outstanding on a broken connection
-/// are counted as lost, apart from wrong answers.
+/// A long-lived connection, as KUMA keeps one: preamble (TCP), then requests until
+/// the run ends. When the connection breaks (or, with `--churn`, is due to be
+/// replaced), a new one takes its place; requests that were outstanding on a broken
+/// connection are counted as lost, apart from wrong answers.
 async fn persistent(conn: Rc<Conn>, seed: u64) {
     let mut rng = tracer::generate::Rng::new(seed);
     let mut first = true;
@@ -392,14 +448,26 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
             conn.tally.borrow_mut().reconnects += 1;
         }
         first = false;
-        let stream = match tokio::net::TcpStream::connect(conn.plan.addr).await {
-            Ok(s) => s,
-            Err(e) => {
+        let (end, back) = match &conn.plan.protocol {
+            Protocol::Tcp => match tokio::net::TcpStream::connect(conn.plan.addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    session(&conn, stream, rng).await
+                }
+                Err(e) => (SessionEnd::Refused(e.to_string()), rng),
+            },
+            Protocol::Http(endpoint) => http_session(&conn, endpoint, rng).await,
+        };
+        rng = back;
+        match end {
+            SessionEnd::Done => return,
+            SessionEnd::Replaced => {}
+            SessionEnd::Refused(why) => {
                 {
                     let mut t = conn.tally.borrow_mut();
                     t.connect_failures += 1;
                     if t.connect_failures == 1 {
-                        t.first_lost.push(format!("connect: {e}"));
+                        t.first_lost.push(format!("connect: {why}"));
                     }
                 }
                 if !conn.plan.reconnect_on_error {
@@ -407,15 +475,7 @@ async fn persistent(conn: Rc<Conn>, seed: u64) {
                 }
                 // Like a pool refilling itself: try again shortly.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let (end, back) = session(&conn, stream, rng).await;
-        rng = back;
-        match end {
-            SessionEnd::Done => return,
-            SessionEnd::Replaced => {}
             SessionEnd::Broken { outstanding, why } => {
                 if !conn.plan.reconnect_on_error {
                     conn.fail(ErrorKind::Dropped, outstanding, &why);
@@ -439,6 +499,9 @@ enum SessionEnd {
     Done,
     /// `--churn`: closed by us between answers, to be replaced.
     Replaced,
+    /// The connection could not be made (refused, or for `--http` a failed TLS or
+    /// HTTP handshake); nothing was sent.
+    Refused(String),
     /// Closed or failed under us; `outstanding` requests got no answer.
     Broken { outstanding: usize, why: String },
     /// No answer came for 10 s.
@@ -588,6 +651,82 @@ async fn session(
     let rng = match writer.await {
         Ok(rng) => rng,
         Err(_) => tracer::generate::Rng::new(0),
+    };
+    (end, rng)
+}
+
+/// One `--http` connection: connect, then requests one at a time until the run ends,
+/// the connection is due to be replaced (`--churn`), or it breaks. Returns how it
+/// ended, and the random source.
+async fn http_session(
+    conn: &Rc<Conn>,
+    endpoint: &Endpoint,
+    mut rng: tracer::generate::Rng,
+) -> (SessionEnd, tracer::generate::Rng) {
+    let mut http = match tokio::time::timeout(ANSWER_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(why)) => return (SessionEnd::Refused(why), rng),
+        Err(_) => {
+            let why = format!("not connected within {} s", ANSWER_TIMEOUT.as_secs());
+            return (SessionEnd::Refused(why), rng);
+        }
+    };
+    let plan = &conn.plan;
+    let replace_at = conn.churn_every.map(|d| Instant::now() + d);
+    // Open loop: a per-connection schedule, spread over one interval. HTTP/1.1 has no
+    // pipelining, so a request that comes due while an answer is outstanding goes
+    // when it arrives, and how late it went is recorded.
+    let interval =
+        (plan.rate > 0.0).then(|| Duration::from_secs_f64(plan.connections as f64 / plan.rate));
+    let spread = rng.next_u64() % 1000;
+    let mut next_due =
+        Instant::now() + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(spread as f64 / 1000.0));
+    let end = loop {
+        if interval.is_some() {
+            tokio::time::sleep_until(next_due.min(conn.stop_at).into()).await;
+        }
+        let now = Instant::now();
+        if now >= conn.stop_at {
+            break SessionEnd::Done;
+        }
+        if replace_at.is_some_and(|t| now >= t) {
+            break SessionEnd::Replaced;
+        }
+        if let Some(iv) = interval {
+            if next_due >= conn.measure_from {
+                let us = now.saturating_duration_since(next_due).as_micros().max(1) as u64;
+                let _ = conn.late.borrow_mut().record(us.min(60_000_000));
+            }
+            next_due += iv;
+        }
+        if let Err(why) = http.ready().await {
+            break SessionEnd::Broken {
+                outstanding: 0,
+                why,
+            };
+        }
+        let sent = conn
+            .workload
+            .objects(&mut rng, plan.per_request, plan.hit_ratio);
+        let p = Pending {
+            sent,
+            at: Instant::now(),
+        };
+        match tokio::time::timeout(ANSWER_TIMEOUT, http.lookup(endpoint, &p.sent)).await {
+            Err(_) => break SessionEnd::TimedOut { outstanding: 1 },
+            Ok(Err(why)) => {
+                break SessionEnd::Broken {
+                    outstanding: 1,
+                    why,
+                }
+            }
+            Ok(Ok((status, body))) => {
+                conn.answered(&p, check_http(&p.sent, status, &body), || {
+                    let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+                    format!("{status} {text:?}")
+                });
+            }
+        }
     };
     (end, rng)
 }

@@ -1,5 +1,6 @@
-//! What the load generator sends: request lines of 1–3 indicators, each drawn as a
-//! hit or a miss with a known probability, and what each answer must then contain.
+//! What the load generator sends: request lines of 1–3 indicators (or the objects of
+//! one HTTP request), each drawn as a hit or a miss with a known probability, and what
+//! each answer must then contain.
 
 use std::path::Path;
 
@@ -74,31 +75,80 @@ impl Workload {
         bare: bool,
         out: &mut Vec<u8>,
     ) -> Vec<Sent> {
-        let n = if per_request == 0 {
-            1 + rng.below(3) as usize
-        } else {
-            per_request
-        };
+        let n = count(rng, per_request);
         let mut sent = Vec::with_capacity(n);
         for i in 0..n {
-            let hit = (rng.next_u64() as f64 / u64::MAX as f64) < hit_ratio;
-            let pool = if hit { &self.hits } else { &self.misses };
-            let line = &pool[rng.below(pool.len() as u64) as usize];
+            let (line, hit) = self.pick(rng, hit_ratio);
             if i > 0 {
                 out.push(b'|');
             }
             out.extend_from_slice(line.as_bytes());
-            let value = line
-                .split_once('=')
-                .map_or(line.as_str(), |(_, v)| v)
-                .trim()
-                .to_string();
             sent.push(Sent {
-                value,
+                value: value_of(line).to_string(),
                 hit: hit && !bare,
             });
         }
         out.push(b'\n');
         sent
+    }
+
+    /// The objects of one HTTP request (SPEC §12): bare values, no `key=`, drawn as
+    /// [`Workload::request`] draws them. `per_request` 0 means 1–3 at random.
+    pub fn objects(&self, rng: &mut Rng, per_request: usize, hit_ratio: f64) -> Vec<Sent> {
+        let n = count(rng, per_request);
+        (0..n)
+            .map(|_| {
+                let (line, hit) = self.pick(rng, hit_ratio);
+                Sent {
+                    value: value_of(line).to_string(),
+                    hit,
+                }
+            })
+            .collect()
+    }
+
+    /// One indicator line, drawn from the hits with probability `hit_ratio`.
+    fn pick(&self, rng: &mut Rng, hit_ratio: f64) -> (&str, bool) {
+        let hit = (rng.next_u64() as f64 / u64::MAX as f64) < hit_ratio;
+        let pool = if hit { &self.hits } else { &self.misses };
+        (&pool[rng.below(pool.len() as u64) as usize], hit)
+    }
+}
+
+/// How many indicators one request holds: `per_request`, or 1–3 at random for 0.
+fn count(rng: &mut Rng, per_request: usize) -> usize {
+    if per_request == 0 {
+        1 + rng.below(3) as usize
+    } else {
+        per_request
+    }
+}
+
+/// The value of a `key=value` workload line (the whole line if it has no key).
+fn value_of(line: &str) -> &str {
+    line.split_once('=').map_or(line, |(_, v)| v).trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_objects_are_bare_values_with_known_outcomes() {
+        let w = Workload {
+            hits: vec!["url=http://example.com/x".into()],
+            misses: vec!["hash=C1153422C5F68E731347F6A33F791598".into()],
+        };
+        let mut rng = Rng::new(7);
+        let all_hits = w.objects(&mut rng, 4, 1.0);
+        assert_eq!(all_hits.len(), 4);
+        assert!(all_hits
+            .iter()
+            .all(|s| s.hit && s.value == "http://example.com/x"));
+        let all_misses = w.objects(&mut rng, 0, 0.0);
+        assert!((1..=3).contains(&all_misses.len()));
+        assert!(all_misses
+            .iter()
+            .all(|s| !s.hit && s.value == "C1153422C5F68E731347F6A33F791598"));
     }
 }

@@ -306,10 +306,10 @@ impl Server {
             tracing::info!(
                 "HTTP API on {}://{a}/api/1.1/lookup ({})",
                 if h.tls.is_some() { "https" } else { "http" },
-                if h.users.is_empty() {
-                    "no users: anyone who reaches it".to_string()
-                } else {
-                    format!("{} users", h.users.len())
+                match h.users.len() {
+                    0 => "no users: anyone who reaches it".to_string(),
+                    1 => "1 user".to_string(),
+                    n => format!("{n} users"),
                 }
             );
         }

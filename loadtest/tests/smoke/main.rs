@@ -1,5 +1,8 @@
 //! The load generator against a real server (in-process, on 127.0.0.1), and against
 //! deliberately wrong responders it must catch. Short runs: seconds, not minutes.
+//! `--http` has its own module (http.rs), against fake HTTP servers.
+
+mod http;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
