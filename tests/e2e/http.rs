@@ -791,6 +791,38 @@ fn https_with_a_generated_certificate_and_a_user() {
             .as_u16()
     });
     assert_eq!(wrong, 401);
+    // A new certificate in the same files, and SIGHUP: new connections get it.
+    let fresh = dir.path("fresh");
+    let o = tracer(&[
+        "cert",
+        "--host",
+        "localhost",
+        "--out",
+        fresh.to_str().expect("path"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(fresh.join(f), certs.join(f)).expect("replace");
+    }
+    srv.signal("HUP");
+    srv.wait_log("users and certificate re-read");
+    let ask = |client: reqwest::Client| {
+        block_on(async {
+            client
+                .post(&url)
+                .basic_auth("kuma", Some("kuma-pass"))
+                .body(lookup(&["gmer.com"]))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let new_pem = std::fs::read(fresh.join("cert.pem")).expect("new cert");
+    assert_eq!(ask(https_client(&new_pem)).expect("trusted"), 200);
+    assert!(
+        ask(https_client(&pem)).is_err(),
+        "the old certificate is gone"
+    );
     // Plain HTTP to the TLS port is not served.
     let mut c = connect(&addr);
     let _ = c
