@@ -2,6 +2,7 @@
 //! real sockets on 127.0.0.1 with raw protocol bytes.
 
 mod cli;
+mod deploy;
 mod enrich;
 mod http;
 mod index_damage;

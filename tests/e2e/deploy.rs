@@ -1,0 +1,1 @@
+//! The deployment files in `deploy/`: they must be valid for the tools that read them.
