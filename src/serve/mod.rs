@@ -449,6 +449,13 @@ impl Server {
     }
 }
 
+/// Tell systemd (when it started us with `Type=notify`; otherwise nothing happens).
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
 /// What the main thread waits for.
 enum Event {
     Signal(i32),
@@ -471,6 +478,11 @@ pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), Ser
         (files, stamps)
     });
     let server = Server::start_plan(config, plan)?;
+    // systemd (`Type=notify`): ready once the index is served.
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
     if let Some(addr) = metrics {
         metrics::spawn(addr, server.shared.clone())
             .map_err(|source| ServerError::Listen { addr, source })?;
@@ -499,6 +511,11 @@ pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), Ser
         })
         .map_err(ServerError::Thread)?;
     while let Ok(event) = events.recv() {
+        if let Event::Signal(SIGHUP) = event {
+            let mut reloading = vec![sd_notify::NotifyState::Reloading];
+            reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+            notify(&reloading);
+        }
         match event {
             Event::Signal(SIGHUP) => match &reread {
                 None => {
@@ -542,7 +559,12 @@ pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), Ser
                 break;
             }
         }
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("serving"),
+        ]);
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
     server.shutdown();
     Ok(())
 }
