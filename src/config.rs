@@ -30,6 +30,7 @@ use crate::index::storage::IndexMode;
 use crate::indicator::Kind;
 use crate::serve::config::{Credential, HttpSettings, HttpUser, TlsFiles};
 use crate::serve::{self, IoMode};
+use crate::update::RemoteFeed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -487,14 +488,139 @@ impl File {
             None => None,
         };
 
+        let state_dir = self
+            .state_dir
+            .as_ref()
+            .map(path)
+            .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from));
+        let strict = self.strict.unwrap_or(false);
+        let allow_broad_masks = self.allow_broad_masks.unwrap_or(false);
         let mut feeds = Vec::with_capacity(self.feed.len());
+        let mut remote: Vec<RemoteFeed> = Vec::new();
         for f in &self.feed {
             let line = line_of(f.span());
             let f = f.get_ref();
-            let file = match (&f.path, &f.url) {
-                (Some(p), None) => path(p),
+            let mut spec = FeedSpec::new(
+                PathBuf::new(),
+                f.key.as_ref().map(|k| k.0.clone()).unwrap_or_default(),
+            );
+            spec.kind = f.kind.and_then(KindName::kind);
+            spec.category = f.category.as_ref().map(|c| c.0.clone());
+            spec.records = f.records.as_ref().map(|r| r.0.clone());
+            spec.format = f.format.map(FormatName::format);
+            spec.max_skipped = f.max_skipped;
+            match (&f.path, &f.url) {
+                (Some(p), None) => {
+                    for (key, set) in [
+                        ("refresh", f.refresh.is_some()),
+                        ("headers", f.headers.is_some()),
+                        ("username", f.username.is_some()),
+                        ("password", f.password.is_some()),
+                        ("password_file", f.password_file.is_some()),
+                        ("ca_file", f.ca_file.is_some()),
+                        ("tls_verify", f.tls_verify.is_some()),
+                    ] {
+                        if set {
+                            return Err(err(
+                                line,
+                                format!("[[feed]] `{key}` is for feeds with a `url`, not a `path`"),
+                            ));
+                        }
+                    }
+                    spec.path = path(p);
+                    feeds.push(spec);
+                }
                 (None, Some(u)) => {
-                    return Err(err(line, format!("[[feed]] url `{}`: feeds downloaded from a URL need a `state_dir` and are not available in this build", u.0)));
+                    let url = u.0.clone();
+                    let parsed = reqwest::Url::parse(&url)
+                        .ok()
+                        .filter(|p| matches!(p.scheme(), "http" | "https"))
+                        .ok_or_else(|| {
+                            err(line, format!("[[feed]] url `{url}`: not an http(s) URL"))
+                        })?;
+                    if state_dir.is_none() {
+                        return Err(err(line, "[[feed]] with a `url` needs `state_dir` (where downloads and their indexes are kept; systemd's StateDirectory= sets it)".into()));
+                    }
+                    let stem = parsed
+                        .path_segments()
+                        .and_then(|mut s| s.next_back())
+                        .map(|last| last.trim_end_matches(".gz"))
+                        .and_then(|last| Path::new(last).file_stem().and_then(|s| s.to_str()))
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or("feed")
+                        .to_string();
+                    let name: String = spec
+                        .category
+                        .clone()
+                        .unwrap_or(stem)
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    if remote.iter().any(|r| r.name == name) {
+                        return Err(err(line, format!("[[feed]] url `{url}`: another downloaded feed is also called `{name}`; give one a different `category`")));
+                    }
+                    let refresh = f.refresh.map_or(Duration::from_secs(30 * 60), |d| d.0);
+                    if refresh.is_zero() {
+                        return Err(err(line, "[[feed]] `refresh` must be positive".into()));
+                    }
+                    let password = match (&f.password, &f.password_file) {
+                        (Some(_), Some(_)) => {
+                            return Err(err(
+                                line,
+                                "[[feed]]: give `password` or `password_file`, not both".into(),
+                            ))
+                        }
+                        (Some(p), None) => Some(p.0.clone()),
+                        (None, Some(file)) => {
+                            let p = path(file);
+                            Some(
+                                std::fs::read_to_string(&p)
+                                    .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                                    .map_err(|e| {
+                                        err(
+                                            line,
+                                            format!(
+                                                "[[feed]] `password_file` {}: {e}",
+                                                p.display()
+                                            ),
+                                        )
+                                    })?,
+                            )
+                        }
+                        (None, None) => None,
+                    };
+                    let basic = match (&f.username, password) {
+                        (Some(user), pw) => Some((user.0.clone(), pw.unwrap_or_default())),
+                        (None, Some(_)) => {
+                            return Err(err(line, "[[feed]] `password` without `username`".into()))
+                        }
+                        (None, None) => None,
+                    };
+                    remote.push(RemoteFeed {
+                        name,
+                        url,
+                        refresh,
+                        headers: f
+                            .headers
+                            .iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), v.0.clone()))
+                            .collect(),
+                        basic,
+                        tls: enrich::Tls {
+                            ca_file: f.ca_file.as_ref().map(path),
+                            verify: f.tls_verify.unwrap_or(true),
+                        },
+                        spec,
+                        strict,
+                        allow_broad_masks,
+                    });
                 }
                 (Some(_), Some(_)) => {
                     return Err(err(line, "[[feed]]: give `path` or `url`, not both".into()))
@@ -502,17 +628,16 @@ impl File {
                 (None, None) => {
                     return Err(err(line, "[[feed]]: give `path` (a file) or `url`".into()))
                 }
-            };
-            let mut spec = FeedSpec::new(
-                file,
-                f.key.as_ref().map(|k| k.0.clone()).unwrap_or_default(),
-            );
-            spec.kind = f.kind.and_then(KindName::kind);
-            spec.category = f.category.as_ref().map(|c| c.0.clone());
-            spec.records = f.records.as_ref().map(|r| r.0.clone());
-            spec.format = f.format.map(FormatName::format);
-            feeds.push(spec);
+            }
         }
+        let fetched = match &state_dir {
+            Some(dir) => remote.iter().map(|r| r.index_path(dir)).collect(),
+            None => Vec::new(),
+        };
+        cfg.fetch = crate::serve::config::Fetch {
+            state_dir: state_dir.clone(),
+            feeds: remote,
+        };
         let indexes = self.index.iter().map(|i| path(&i.get_ref().path)).collect();
 
         let mut enrichers: Vec<enrich::Spec> = Vec::with_capacity(self.enricher.len());
@@ -667,8 +792,9 @@ impl File {
                 sources: Sources {
                     indexes,
                     feeds,
-                    strict: self.strict.unwrap_or(false),
-                    allow_broad_masks: self.allow_broad_masks.unwrap_or(false),
+                    fetched,
+                    strict,
+                    allow_broad_masks,
                     index_mode: match self.index_mode {
                         Some(IndexModeName::Map) => IndexMode::Map,
                         _ => IndexMode::Read,
@@ -681,7 +807,7 @@ impl File {
                 file: self.log_file.as_ref().map(path),
                 format: self.log_format.unwrap_or_default(),
             },
-            state_dir: self.state_dir.as_ref().map(path),
+            state_dir,
             file: source.map(|(p, _)| p.to_path_buf()),
         })
     }
@@ -887,6 +1013,45 @@ impl Resolved {
             }
             if let Some(fm) = f.format {
                 let _ = writeln!(o, "format = {}", q(fm.name()));
+            }
+        }
+        for r in &c.fetch.feeds {
+            let f = &r.spec;
+            let _ = writeln!(o, "\n[[feed]]\nurl = {}", q(&r.shown_url()));
+            let _ = writeln!(o, "refresh = {}", dur(r.refresh));
+            let _ = writeln!(o, "key = {}", q(&f.key));
+            let _ = writeln!(o, "kind = {}", q(f.kind.map_or("auto", Kind::name)));
+            let _ = writeln!(
+                o,
+                "category = {}",
+                q(f.category.as_deref().unwrap_or(&r.name))
+            );
+            if let Some(rec) = &f.records {
+                let _ = writeln!(o, "records = {}", q(rec));
+            }
+            if let Some(fm) = f.format {
+                let _ = writeln!(o, "format = {}", q(fm.name()));
+            }
+            if let Some(m) = f.max_skipped {
+                let _ = writeln!(o, "max_skipped = {m}");
+            }
+            for (k, v) in &r.headers {
+                let shown = if k.eq_ignore_ascii_case("authorization") {
+                    mask(v).to_string()
+                } else {
+                    q(v)
+                };
+                let _ = writeln!(o, "headers.{} = {shown}", q(k));
+            }
+            if let Some((user, password)) = &r.basic {
+                let _ = writeln!(o, "username = {}\npassword = {}", q(user), mask(password));
+            }
+            if let Some(ca) = &r.tls.ca_file {
+                let _ = writeln!(o, "ca_file = {}", q(&ca.display().to_string()));
+            }
+            let _ = writeln!(o, "tls_verify = {}", r.tls.verify);
+            if let Some(dir) = &c.fetch.state_dir {
+                let _ = writeln!(o, "# served from {}", r.index_path(dir).display());
             }
         }
         for i in &s.indexes {

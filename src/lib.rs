@@ -5,9 +5,13 @@
 //! - [`config`]: the configuration file (SPEC §10), resolved into the typed settings
 //!   of the layers below.
 //! - [`serve`]: worker threads (one per core), each with its own io_uring (or epoll)
-//!   runtime and `SO_REUSEPORT` listener; connections, limits, signals, metrics.
+//!   runtime and `SO_REUSEPORT` listeners (line protocol, HTTP API); connections,
+//!   limits, signals, metrics.
+//! - [`update`]: feeds that update themselves: download, compile, swap in, on a
+//!   thread of their own.
 //! - [`protocol`]: the wire formats, pure bytes in and out: framing, request parsing,
-//!   answer rendering (`cybertrace`, the TCP protocol).
+//!   answer rendering (`cybertrace`, the TCP protocol; `cybertrace_http`, the REST
+//!   API).
 //! - [`engine`]: what answers an indicator: the served snapshot (index set and
 //!   enrichers), its reload and generation swap, and the answer model.
 //! - [`enrich`]: enrichers, answers from code and other systems (urldecode, HTTP,
@@ -32,3 +36,4 @@ pub mod index;
 pub mod indicator;
 pub mod protocol;
 pub mod serve;
+pub mod update;

@@ -24,6 +24,9 @@ pub enum LoadError {
 pub struct Sources {
     pub indexes: Vec<PathBuf>,
     pub feeds: Vec<FeedSpec>,
+    /// Indexes compiled from downloaded feeds (SPEC §13): served when present; one
+    /// not downloaded yet is skipped with a warning.
+    pub fetched: Vec<PathBuf>,
     /// Refuse a feed with any malformed row instead of skipping the row.
     pub strict: bool,
     /// Keep URL masks that match every URL (normally skipped as bad rows).
@@ -43,6 +46,7 @@ impl Sources {
         };
         Sources {
             indexes: Vec::new(),
+            fetched: Vec::new(),
             feeds: vec![
                 f("demo_ioc.csv", "ioc", None),
                 f("Phishing_URL_Data_Feed.json", "mask", Some(Kind::Url)),
@@ -57,7 +61,7 @@ impl Sources {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.indexes.is_empty() && self.feeds.is_empty()
+        self.indexes.is_empty() && self.feeds.is_empty() && self.fetched.is_empty()
     }
 
     /// Every file a reload depends on (for `--watch`).
@@ -79,6 +83,19 @@ impl Sources {
                 bytes = index.size(),
                 ms = started.elapsed().as_millis() as u64,
                 "index opened"
+            );
+            parts.push(index);
+        }
+        for path in &self.fetched {
+            if !path.exists() {
+                tracing::warn!(file = %path.display(), "a downloaded feed is not there yet: served once its first download succeeds");
+                continue;
+            }
+            let index = Index::open_with(path, IndexMode::Read)?;
+            tracing::info!(
+                file = %path.display(),
+                records = index.record_count(),
+                "downloaded feed opened"
             );
             parts.push(index);
         }

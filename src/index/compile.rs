@@ -21,7 +21,7 @@ use crate::feed::{self, FeedError, Format, RawRecord, ReadOptions, Skip};
 use crate::indicator::{self, Kind};
 
 /// One feed to compile.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FeedSpec {
     pub path: PathBuf,
     pub key: String,
@@ -30,6 +30,11 @@ pub struct FeedSpec {
     pub category: Option<String>,
     pub format: Option<Format>,
     pub records: Option<String>,
+    /// Refuse the feed when more rows than this are skipped as malformed (the data
+    /// served before stays).
+    pub max_skipped: Option<u64>,
+    /// Where the feed came from, as `tracer inspect` shows it (default: its path).
+    pub origin: Option<String>,
 }
 
 impl FeedSpec {
@@ -41,6 +46,8 @@ impl FeedSpec {
             category: None,
             format: None,
             records: None,
+            max_skipped: None,
+            origin: None,
         }
     }
 
@@ -65,6 +72,12 @@ pub enum CompileError {
     Write {
         file: PathBuf,
         source: std::io::Error,
+    },
+    #[error("{}: {skipped} malformed rows skipped, more than max_skipped = {max}; the feed is refused", file.display())]
+    TooManySkipped {
+        file: PathBuf,
+        skipped: u64,
+        max: u64,
     },
 }
 
@@ -178,12 +191,24 @@ impl Compiler {
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         summary.skip_reasons = reasons;
         result?;
+        if let Some(max) = spec.max_skipped {
+            if summary.skipped > max {
+                return Err(CompileError::TooManySkipped {
+                    file: spec.path.clone(),
+                    skipped: summary.skipped,
+                    max,
+                });
+            }
+        }
         if let Some(bar) = &self.progress {
             bar.finish_and_clear();
         }
         self.feeds.push(FeedMeta {
             category,
-            source: spec.path.display().to_string(),
+            source: spec
+                .origin
+                .clone()
+                .unwrap_or_else(|| spec.path.display().to_string()),
             key: spec.key.clone(),
             kind: spec.kind.map_or("auto", Kind::name).to_string(),
             first_record,

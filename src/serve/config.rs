@@ -46,6 +46,15 @@ pub struct Config {
     pub bare: bool,
     /// The HTTP API listener (SPEC §12), if configured.
     pub http: Option<HttpSettings>,
+    /// Feeds to download and keep fresh (SPEC §13).
+    pub fetch: Fetch,
+}
+
+/// Feeds that update themselves, and where their files are kept.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fetch {
+    pub state_dir: Option<PathBuf>,
+    pub feeds: Vec<crate::update::RemoteFeed>,
 }
 
 /// The HTTP API listener's settings.
@@ -157,6 +166,11 @@ impl Config {
         check("log_requests", self.log_requests != running.log_requests);
         check("watch", self.watch != running.watch);
         check("metrics.listen", self.metrics != running.metrics);
+        check("state_dir", self.fetch.state_dir != running.fetch.state_dir);
+        check(
+            "[[feed]] url (downloads start with the first one)",
+            running.fetch.feeds.is_empty() && !self.fetch.feeds.is_empty(),
+        );
         check(
             "http",
             self.http.as_ref().map(HttpSettings::fixed)
@@ -192,6 +206,7 @@ impl Config {
             metrics: None,
             bare: false,
             http: None,
+            fetch: Fetch::default(),
         }
     }
 }

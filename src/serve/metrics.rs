@@ -232,6 +232,9 @@ impl Collector for TracerCollector {
             "1 once the index is loaded (before: connections wait, the HTTP API answers 425)",
             u64::from(engine.is_ready()),
         )?;
+        if let Some(feeds) = shared.feeds.get() {
+            encode_feeds(&mut enc, &feeds.snapshot())?;
+        }
         if let Some(http) = &shared.http {
             {
                 let mut m = enc.encode_descriptor(
@@ -262,6 +265,48 @@ impl Collector for TracerCollector {
         }
         Ok(())
     }
+}
+
+/// Per downloaded feed (SPEC §13): the age of the data served, updates, failures.
+fn encode_feeds(
+    enc: &mut DescriptorEncoder,
+    feeds: &[(String, crate::update::FeedStatus)],
+) -> Result<(), std::fmt::Error> {
+    let now = std::time::SystemTime::now();
+    {
+        let mut m = enc.encode_descriptor(
+            "tracer_feed_age_seconds",
+            "Time since the data served was last confirmed current (downloaded, or 304 Not Modified); absent until a first download",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, s) in feeds {
+            if let Some(checked) = s.checked {
+                let age = now.duration_since(checked).unwrap_or_default().as_secs();
+                ConstGauge::new(age as i64).encode(m.encode_family(&[("feed", name.clone())])?)?;
+            }
+        }
+    }
+    type Read = fn(&crate::update::FeedStatus) -> u64;
+    let counters: [(&str, &str, Read); 2] = [
+        (
+            "tracer_feed_updates",
+            "New data downloaded, compiled and swapped in",
+            |s| s.updates,
+        ),
+        (
+            "tracer_feed_update_failures",
+            "Update attempts that failed (the data served before stays)",
+            |s| s.failures,
+        ),
+    ];
+    for (metric, help, read) in counters {
+        let mut m = enc.encode_descriptor(metric, help, None, MetricType::Counter)?;
+        for (name, s) in feeds {
+            ConstCounter::new(read(s)).encode(m.encode_family(&[("feed", name.clone())])?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Per enricher (SPEC §11): calls, cache hits and misses, upstream latency, errors by

@@ -61,6 +61,8 @@ pub enum ServerError {
     Signals(std::io::Error),
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Update(crate::update::UpdateError),
     #[error("[http] listen {0}: the HTTP API needs a port of its own, not the line protocol's")]
     SamePort(SocketAddr),
 }
@@ -229,6 +231,16 @@ impl Server {
     /// meanwhile. A takeover loads first, then binds beside the server it replaces,
     /// which serves until then.
     pub fn start_plan(config: Config, plan: Plan) -> Result<Server, ServerError> {
+        Server::start_plan_with(config, plan, || {})
+    }
+
+    /// As [`Server::start_plan`], running `before_load` just before the index is loaded
+    /// (the first download of feed sources).
+    pub fn start_plan_with(
+        config: Config,
+        plan: Plan,
+        before_load: impl FnOnce(),
+    ) -> Result<Server, ServerError> {
         let started = std::time::Instant::now();
         let ready = |engine: &Engine| {
             let snapshot = engine.current();
@@ -240,12 +252,14 @@ impl Server {
             );
         };
         if config.takeover {
+            before_load();
             let engine = Engine::start(plan)?;
             ready(&engine);
             return Server::with_engine(config, Arc::new(engine));
         }
         let engine = Arc::new(Engine::loading(plan));
         let server = Server::with_engine(config, engine.clone())?;
+        before_load();
         if let Err(e) = engine.load_first() {
             server.abort();
             return Err(e.into());
@@ -477,7 +491,29 @@ pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), Ser
         let stamps = watch::stamp(&files);
         (files, stamps)
     });
-    let server = Server::start_plan(config, plan)?;
+    let updater = match (&config.fetch.state_dir, config.fetch.feeds.is_empty()) {
+        (Some(dir), false) => Some(Arc::new(
+            crate::update::Updater::new(dir.clone(), config.fetch.feeds.clone())
+                .map_err(ServerError::Update)?,
+        )),
+        _ => None,
+    };
+    let server = Server::start_plan_with(config, plan, || {
+        if let Some(u) = &updater {
+            u.fetch_missing();
+        }
+    })?;
+    if let Some(u) = &updater {
+        let _ = server.shared.feeds.set(u.status.clone());
+        let engine = server.shared.engine.clone();
+        u.spawn(
+            Box::new(move || {
+                let _ = engine.reload();
+            }),
+            server.shutdown.subscribe(),
+        )
+        .map_err(ServerError::Thread)?;
+    }
     // systemd (`Type=notify`): ready once the index is served.
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -535,6 +571,9 @@ pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), Ser
                         Ok((config, plan)) => {
                             for what in config.needs_restart(&server.shared.config) {
                                 tracing::warn!("`{what}` changed in the configuration: it takes effect at the next restart");
+                            }
+                            if let Some(u) = &updater {
+                                u.reconfigure(config.fetch.feeds.clone());
                             }
                             if let (Some(http), Some(settings)) =
                                 (&server.shared.http, &config.http)

@@ -24,6 +24,8 @@ pub struct Shared {
     pub stats: Registry,
     /// The HTTP API listener's state, when it is configured.
     pub http: Option<Arc<HttpShared>>,
+    /// The downloaded feeds' state, when there are any (for `/metrics`).
+    pub feeds: std::sync::OnceLock<Arc<crate::update::Status>>,
 }
 
 impl Shared {
@@ -36,6 +38,7 @@ impl Shared {
             open: AtomicUsize::new(0),
             stats: Registry::default(),
             http,
+            feeds: std::sync::OnceLock::new(),
         }
     }
 

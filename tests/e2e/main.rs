@@ -8,6 +8,7 @@ mod http;
 mod index_damage;
 mod protocol;
 mod server;
+mod sources;
 mod trust;
 mod upstream;
 mod util;

@@ -109,7 +109,13 @@ use std::time::{Duration, Instant};
 /// once per test run.
 pub fn io_modes() -> &'static [&'static str] {
     static MODES: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
-    MODES.get_or_init(|| match tracer::serve::runtime::uring_available() {
+    // The probe creates and drops a ring. Its teardown notifies the thread that made
+    // it, which interrupts a blocking read with a socket timeout (EINTR with no
+    // signal): probe on a thread of its own, not on the test's.
+    MODES.get_or_init(|| match std::thread::spawn(tracer::serve::runtime::uring_available)
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the probe panicked")))
+    {
         Ok(()) => &["uring", "epoll"],
         Err(e) => {
             eprintln!("io_uring is not available here ({e}): io_uring cases are skipped, epoll runs alone");

@@ -1,0 +1,364 @@
+//! Feeds that update themselves (SPEC §13), against a real HTTP server on 127.0.0.1
+//! that serves a feed with an `ETag`, answers conditional requests with `304`, and can
+//! be told to fail in the ways feed servers fail.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+
+use crate::util::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    /// The body gzip-compressed, as a `.gz` file would be.
+    Gzip,
+    /// `500 Internal Server Error`.
+    Fail,
+    /// The connection closed before any answer.
+    Hangup,
+    /// A gzip body cut in the middle.
+    TruncatedGzip,
+}
+
+struct State {
+    body: Mutex<Vec<u8>>,
+    mode: Mutex<Mode>,
+    requests: AtomicU64,
+    conditional: AtomicU64,
+    not_modified: AtomicU64,
+}
+
+/// A feed server (lives as long as the test process).
+struct FeedServer {
+    addr: std::net::SocketAddr,
+    state: Arc<State>,
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+fn etag(body: &[u8]) -> String {
+    format!(
+        "\"{:x}-{}\"",
+        body.iter()
+            .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64)),
+        body.len()
+    )
+}
+
+impl FeedServer {
+    fn start(body: &str) -> FeedServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(State {
+            body: Mutex::new(body.as_bytes().to_vec()),
+            mode: Mutex::new(Mode::Normal),
+            requests: AtomicU64::new(0),
+            conditional: AtomicU64::new(0),
+            not_modified: AtomicU64::new(0),
+        });
+        let st = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if *st.mode.lock().expect("mode") == Mode::Hangup {
+                        st.requests.fetch_add(1, Ordering::SeqCst);
+                        drop(stream);
+                        continue;
+                    }
+                    let st = st.clone();
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(move |req| answer(st.clone(), req));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        FeedServer { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/feeds/feed.csv", self.addr)
+    }
+
+    fn set_body(&self, body: &str) {
+        *self.state.body.lock().expect("body") = body.as_bytes().to_vec();
+    }
+
+    fn set(&self, mode: Mode) {
+        *self.state.mode.lock().expect("mode") = mode;
+    }
+
+    fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(
+    st: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    st.requests.fetch_add(1, Ordering::SeqCst);
+    let body = st.body.lock().expect("body").clone();
+    let tag = etag(&body);
+    let mode = *st.mode.lock().expect("mode");
+    let reply = |status: u16, bytes: Vec<u8>| {
+        let mut r = Response::new(Full::new(Bytes::from(bytes)));
+        *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+        r
+    };
+    if let Some(v) = req.headers().get(hyper::header::IF_NONE_MATCH) {
+        st.conditional.fetch_add(1, Ordering::SeqCst);
+        if v.as_bytes() == tag.as_bytes() && mode != Mode::Fail {
+            st.not_modified.fetch_add(1, Ordering::SeqCst);
+            return Ok(reply(304, Vec::new()));
+        }
+    }
+    let mut r = match mode {
+        Mode::Fail => return Ok(reply(500, b"feed database is down".to_vec())),
+        Mode::Normal | Mode::Hangup => reply(200, body),
+        Mode::Gzip => reply(200, gzip(&body)),
+        Mode::TruncatedGzip => {
+            let z = gzip(&body);
+            reply(200, z[..z.len() / 2].to_vec())
+        }
+    };
+    r.headers_mut().insert(
+        hyper::header::ETAG,
+        hyper::header::HeaderValue::from_str(&tag).expect("etag"),
+    );
+    Ok(r)
+}
+
+fn config(dir: &TempDir, feeds: &FeedServer, extra: &str) -> std::path::PathBuf {
+    let path = dir.path("tracer.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir = \"state\"\n\n[[feed]]\nurl = {:?}\nkey = \"ioc\"\nrefresh = \"1s\"\n{extra}\n",
+            feeds.url()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn serve(cfg: &std::path::Path) -> Server {
+    let srv = Server::start(
+        any_io(),
+        &[
+            "--config",
+            cfg.to_str().expect("path"),
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    srv.wait_log("index ready");
+    srv
+}
+
+/// The `context` the server answers for `feed.example` (`None`: a miss).
+fn context(srv: &Server) -> Option<String> {
+    let a = exchange(srv, b"url=feed.example\n", 1);
+    a.split("|context=")
+        .nth(1)
+        .map(|r| r.trim_end_matches("\nLookupFinished\n").to_string())
+}
+
+fn metric(srv: &Server, name: &str) -> Option<u64> {
+    let m = srv.metrics();
+    m.lines()
+        .find(|l| l.starts_with(&format!("{name}{{feed=\"feed\"}} ")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_feed_is_downloaded_served_and_revalidated_with_its_etag() {
+    let feeds = FeedServer::start("ioc,context\nfeed.example,v1\n");
+    let dir = TempDir::new("sources-first");
+    let srv = serve(&config(&dir, &feeds, ""));
+    assert_eq!(context(&srv).as_deref(), Some("v1"));
+    assert_eq!(metric(&srv, "tracer_feed_updates_total"), Some(1));
+    assert!(metric(&srv, "tracer_feed_age_seconds").is_some_and(|a| a < 30));
+    // The next refreshes ask with the ETag and get 304: nothing is recompiled.
+    wait_until("a 304", || {
+        feeds.state.not_modified.load(Ordering::SeqCst) >= 2
+    });
+    srv.wait_log("feed not modified (304)");
+    assert_eq!(metric(&srv, "tracer_feed_updates_total"), Some(1));
+    assert_eq!(srv.log_count("index reloaded"), 0);
+    // Where it came from, in the index the state directory holds.
+    let o = tracer(&[
+        "inspect",
+        dir.path("state/feed.tracer").to_str().expect("path"),
+    ]);
+    let shown = stdout(&o);
+    assert!(
+        shown.contains(&feeds.url()) && shown.contains("downloaded "),
+        "{shown}"
+    );
+    assert!(dir.path("state/feed.csv").exists() && dir.path("state/feed.meta.json").exists());
+}
+
+#[test]
+fn changes_swap_in_under_load_and_every_failure_keeps_the_data_served() {
+    let feeds = FeedServer::start("ioc,context\nfeed.example,v1\n");
+    let dir = TempDir::new("sources-failures");
+    let srv = Arc::new(serve(&config(&dir, &feeds, "max_skipped = 5")));
+    // A client asking all along: every answer is a hit, from one version or another.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    let client = {
+        let (srv, stop, seen) = (srv.clone(), stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let mut s = srv.connect();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                s.write_all(b"url=feed.example\n").expect("send");
+                let a = read_answers(&mut s, 1);
+                let ctx = a
+                    .split("|context=")
+                    .nth(1)
+                    .map(|r| r.trim_end_matches("\nLookupFinished\n").to_string());
+                let ctx = ctx.unwrap_or_else(|| panic!("a miss while feeds update: {a:?}"));
+                seen.lock().expect("seen").insert(ctx);
+                n += 1;
+            }
+            n
+        })
+    };
+    feeds.set_body("ioc,context\nfeed.example,v2\n");
+    wait_until("v2 served", || context(&srv).as_deref() == Some("v2"));
+    // Each failure: counted, logged with the age of what is served, v2 stays.
+    let failures = || metric(&srv, "tracer_feed_update_failures_total").unwrap_or(0);
+    feeds.set_body("ioc,context\nfeed.example,v3\n");
+    for (mode, body) in [
+        (Mode::Fail, None),
+        (Mode::Hangup, None),
+        (Mode::TruncatedGzip, None),
+        // Most rows suddenly without an indicator: more skipped than max_skipped.
+        (
+            Mode::Normal,
+            Some(format!(
+                "ioc,context\nfeed.example,v3\n{}",
+                ",broken\n".repeat(20)
+            )),
+        ),
+    ] {
+        let before = failures();
+        if let Some(b) = &body {
+            feeds.set_body(b);
+        }
+        feeds.set(mode);
+        wait_until(&format!("a failure with {mode:?}"), || failures() > before);
+        assert_eq!(context(&srv).as_deref(), Some("v2"), "after {mode:?}");
+    }
+    srv.wait_log("feed update failed: HTTP status 500");
+    srv.wait_log("still serving the data confirmed");
+    srv.wait_log("gzip");
+    srv.wait_log("max_skipped");
+    assert!(metric(&srv, "tracer_feed_age_seconds").is_some_and(|a| a >= 1));
+    // Back to a good feed, compressed this time.
+    feeds.set_body("ioc,context\nfeed.example,v4\n");
+    feeds.set(Mode::Gzip);
+    wait_until("v4 served", || context(&srv).as_deref() == Some("v4"));
+    stop.store(true, Ordering::Relaxed);
+    let asked = client.join().expect("client");
+    assert!(asked > 10);
+    let seen = seen.lock().expect("seen").clone();
+    assert!(
+        seen.iter()
+            .all(|c| ["v1", "v2", "v4"].contains(&c.as_str())),
+        "{seen:?}"
+    );
+    assert!(feeds.requests() > 6);
+}
+
+#[test]
+fn a_restart_serves_the_state_directory_while_the_feed_server_is_down() {
+    let feeds = FeedServer::start("ioc,context\nfeed.example,kept\n");
+    let dir = TempDir::new("sources-restart");
+    let cfg = config(&dir, &feeds, "");
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("kept"));
+    drop(srv);
+    feeds.set(Mode::Hangup);
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("kept"));
+    srv.wait_log("feed update failed");
+    assert_eq!(context(&srv).as_deref(), Some("kept"));
+}
+
+#[test]
+fn feed_source_settings_are_checked() {
+    let dir = TempDir::new("sources-config");
+    let bad = [
+        ("[[feed]]\nurl = \"http://127.0.0.1:1/f.csv\"\nkey = \"ioc\"\n", "state_dir"),
+        ("[[feed]]\npath = \"f.csv\"\nkey = \"ioc\"\nrefresh = \"1m\"\n", "`refresh` is for feeds with a `url`"),
+        ("state_dir = \"s\"\n[[feed]]\nurl = \"ftp://x/f.csv\"\nkey = \"ioc\"\n", "not an http(s) URL"),
+        (
+            "state_dir = \"s\"\n[[feed]]\nurl = \"http://a/f.csv\"\nkey = \"ioc\"\n[[feed]]\nurl = \"http://b/f.csv\"\nkey = \"ioc\"\n",
+            "also called `f`",
+        ),
+    ];
+    for (i, (text, want)) in bad.iter().enumerate() {
+        let p = dir.path(&format!("bad{i}.toml"));
+        std::fs::write(&p, text).expect("write");
+        let o = tracer(&["check-config", p.to_str().expect("path")]);
+        assert!(!o.status.success(), "{text}");
+        assert!(
+            stderr(&o).contains(want) && stderr(&o).contains("line "),
+            "{text}: {}",
+            stderr(&o)
+        );
+    }
+    let p = dir.path("good.toml");
+    std::fs::write(
+        &p,
+        "state_dir = \"s\"\n[[feed]]\nurl = \"https://u:pw-s3cr3t@feeds.example/x/f.json.gz\"\nkey = \"mask\"\nheaders = { Authorization = \"Bearer t0k\" }\n",
+    )
+    .expect("write");
+    let o = tracer(&["check-config", p.to_str().expect("path")]);
+    let shown = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        shown.contains("url = \"https://feeds.example/x/f.json.gz\"")
+            && shown.contains("refresh = \"30m\""),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("pw-s3cr3t") && !shown.contains("t0k"),
+        "{shown}"
+    );
+}
