@@ -408,6 +408,8 @@ fn the_deploy_config_is_valid_with_and_without_its_examples() {
         .args(["check-config", uncommented.to_str().expect("path")])
         .env("MISP_KEY", "k")
         .env("INTEL_TOKEN", "t")
+        .env("FEED_API_KEY", "a")
+        .env("FEED_PASSWORD", "p")
         .env(
             "TRACER_KUMA_PASSWORD_HASH",
             "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$2f1iRzPeW7a0Uv4w8Ue2fV3xk2qfKqPz2dQ0cKxk2tE",
@@ -424,6 +426,8 @@ fn the_deploy_config_is_valid_with_and_without_its_examples() {
         "log_file = ",
         "[http]",
         "name = \"kuma\"",
+        "url = \"https://feeds.example/tip/Phishing_URL_Data_Feed.json.gz\"",
+        "state_dir = \"/var/lib/tracer\"",
     ] {
         assert!(shown.contains(key), "missing {key:?} in\n{shown}");
     }
