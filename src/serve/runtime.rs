@@ -33,6 +33,31 @@ pub fn uring_available() -> std::io::Result<()> {
     io_uring::IoUring::new(8).map(drop)
 }
 
+/// Ring settings: where the kernel offers them (5.19, 6.0), completions are handled
+/// when the thread next enters the kernel instead of interrupting it
+/// (`COOP_TASKRUN`), and only the worker thread submits (`SINGLE_ISSUER`), which
+/// spares the kernel some locking. Probed once, on a thread of its own (dropping a
+/// ring interrupts its thread's next blocking call).
+fn uring_setup() -> io_uring::Builder {
+    static COOP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let coop = *COOP.get_or_init(|| {
+        std::thread::spawn(|| {
+            tokio_uring::uring_builder()
+                .setup_coop_taskrun()
+                .setup_single_issuer()
+                .build(8)
+                .is_ok()
+        })
+        .join()
+        .unwrap_or(false)
+    });
+    let mut b = tokio_uring::uring_builder();
+    if coop {
+        b.setup_coop_taskrun().setup_single_issuer();
+    }
+    b
+}
+
 /// The runtime for `mode`: an error only when io_uring was asked for explicitly and
 /// is not available.
 pub fn choose(mode: IoMode) -> std::io::Result<Runtime> {
@@ -72,11 +97,14 @@ pub fn worker_thread(
         }
     };
     match runtime {
-        Runtime::Uring => tokio_uring::builder().entries(1024).start(async move {
-            start_http(&worker, &shutdown);
-            let l = tokio_uring::net::TcpListener::from_std(listener);
-            accept_loop(l, worker, shutdown).await
-        }),
+        Runtime::Uring => tokio_uring::builder()
+            .entries(1024)
+            .uring_builder(&uring_setup())
+            .start(async move {
+                start_http(&worker, &shutdown);
+                let l = tokio_uring::net::TcpListener::from_std(listener);
+                accept_loop(l, worker, shutdown).await
+            }),
         Runtime::Epoll => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
