@@ -87,7 +87,7 @@ tracer_run() { # depth -> "µs/lookup requests/s errors"
 import json, sys
 r = json.loads(sys.argv[1])["runs"][0]
 b, a, tick = float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-err = sum(r["errors"].values()) + r["lost"]
+err = sum(r["errors"].values()) + r.get("lost", 0)
 print("%.2f %.0f %d" % ((a - b) * 1e6 / tick / r["requests"], r["requests_per_sec"], err))
 ' "$json" "$b" "$a" "$TICK"
 }

@@ -128,7 +128,7 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// No progress line each second.
+    /// No progress line each second (on stderr, with or without `--json`).
     #[arg(long)]
     quiet: bool,
 }
@@ -206,7 +206,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         reconnect_on_error: args.reconnect_on_error,
         churn: args.churn,
         churn_every: Duration::from_secs_f64(args.churn_every.max(0.1)),
-        progress: !args.quiet && !args.json,
+        progress: !args.quiet,
     };
     let mut reports = Vec::new();
     if !args.ceiling_only {

@@ -608,6 +608,8 @@ async fn session(
             };
         }
         let read = tokio::time::timeout(ANSWER_TIMEOUT, rd.read(&mut chunk)).await;
+        // The writer may have sent more while the read waited: count those too.
+        let outstanding = queue.borrow().len();
         let n = match read {
             Err(_) => break SessionEnd::TimedOut { outstanding },
             Ok(Err(e)) => {

@@ -3,8 +3,10 @@
 //!
 //! On shutdown the loop stops taking new connections, but first takes in those
 //! already waiting in the kernel's accept queue: their clients have sent requests we
-//! owe answers to. It then waits for its connections to drain, until the drain
-//! deadline.
+//! owe answers to. Only once its listener is closed does it tell its connections to
+//! drain (a client whose connection the drain closes finds the listener refusing,
+//! and a balancer sends it to another replica), and it then waits for them, until
+//! the drain deadline.
 //!
 //! A connection is counted open by a [`Slot`], released when its task ends however
 //! it ends: normally, cancelled by the runtime's end, or by a panic. A panic while
@@ -21,7 +23,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use super::connection::{self, End, Shutdown};
-use super::io::Acceptor;
+use super::io::{self, Acceptor};
 use super::stats::ErrorReason;
 use super::worker::Worker;
 use crate::indicator::{self, IpRange};
@@ -42,6 +44,11 @@ fn allowed(allow: &[IpRange], peer: SocketAddr) -> bool {
         .any(|r| r.family == family && r.start <= addr && addr <= r.end)
 }
 
+/// After shutdown, how long the accept queue must stay empty before the listener
+/// closes, and the most time spent taking in queued connections.
+const DRAIN_INTAKE_QUIET: Duration = Duration::from_millis(10);
+const DRAIN_INTAKE: Duration = Duration::from_millis(50);
+
 pub async fn accept_loop<A: Acceptor>(listener: A, worker: Rc<Worker>, mut shutdown: Shutdown) {
     // One accept stays armed for the life of the loop and is never dropped while
     // connections may arrive: under io_uring, dropping an accept in flight discards a
@@ -60,8 +67,14 @@ pub async fn accept_loop<A: Acceptor>(listener: A, worker: Rc<Worker>, mut shutd
         listener.close();
         drop(listener);
         worker.shared.listeners.fetch_sub(1, Ordering::AcqRel);
+        worker.shared.line_listeners.fetch_sub(1, Ordering::AcqRel);
         return;
     }
+    // This listener's connections see the drain only once the listener is closed (the
+    // server's shutdown reaches them through `drain`): connections closed by the drain
+    // reconnect, and a balancer in front must find this listener refusing them, so it
+    // sends them elsewhere, rather than hand them back to a replica that is stopping.
+    let (drain, drain_rx) = tokio::sync::watch::channel(None);
     let mut accept = Box::pin(listener.accept());
     if shutdown.borrow().is_none() {
         loop {
@@ -69,7 +82,7 @@ pub async fn accept_loop<A: Acceptor>(listener: A, worker: Rc<Worker>, mut shutd
                 r = &mut accept => {
                     accept = Box::pin(listener.accept());
                     match r {
-                        Ok((stream, peer)) => admit::<A>(stream, peer, &worker, &shutdown),
+                        Ok((stream, peer)) => admit::<A>(stream, peer, &worker, &drain_rx),
                         Err(e) => {
                             // Out of descriptors and the like: back off, don't spin.
                             tracing::warn!("accept failed: {e}");
@@ -81,18 +94,50 @@ pub async fn accept_loop<A: Acceptor>(listener: A, worker: Rc<Worker>, mut shutd
             }
         }
     }
-    // Take in the clients waiting in the accept queue (they start in drain mode) until
-    // the queue has been empty for 20 ms, then close.
-    while let Ok(r) = tokio::time::timeout(Duration::from_millis(20), &mut accept).await {
+    // Take in the clients waiting in the accept queue: first as many as the kernel
+    // says were queued at the signal (each accept completes however long the thread
+    // is busy answering the ones before), then those that arrive until the queue has
+    // been empty for 10 ms. Clients that keep connecting would keep it busy forever:
+    // the second part ends after 50 ms however busy it is, and later connections are
+    // refused, for a balancer to redispatch.
+    for _ in 0..io::accept_queue_len(&listener) {
+        match tokio::time::timeout(Duration::from_secs(1), &mut accept).await {
+            Ok(r) => {
+                accept = Box::pin(listener.accept());
+                if let Ok((stream, peer)) = r {
+                    admit::<A>(stream, peer, &worker, &drain_rx);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let intake_ends = tokio::time::Instant::now() + DRAIN_INTAKE;
+    while let Ok(r) = tokio::time::timeout_at(
+        intake_ends.min(tokio::time::Instant::now() + DRAIN_INTAKE_QUIET),
+        &mut accept,
+    )
+    .await
+    {
         accept = Box::pin(listener.accept());
         if let Ok((stream, peer)) = r {
-            admit::<A>(stream, peer, &worker, &shutdown);
+            admit::<A>(stream, peer, &worker, &drain_rx);
         }
     }
     listener.close();
     drop(accept);
     drop(listener);
     worker.shared.listeners.fetch_sub(1, Ordering::AcqRel);
+    // The other threads' listeners share the port: a client closed here could
+    // reconnect through one of them. Drain once all are closed (each closes within
+    // its intake).
+    worker.shared.line_listeners.fetch_sub(1, Ordering::AcqRel);
+    let all_closed_by = tokio::time::Instant::now() + 4 * DRAIN_INTAKE;
+    while worker.shared.line_listeners.load(Ordering::Acquire) > 0
+        && tokio::time::Instant::now() < all_closed_by
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = drain.send(*shutdown.borrow());
     // Connections are draining; the runtime must outlive them, up to the deadline
     // (and the linger of the last ones closed just before it).
     let deadline = shutdown.borrow().unwrap_or_else(std::time::Instant::now) + connection::LINGER;

@@ -26,6 +26,29 @@ fn input_pending(fd: &(impl AsRawFd + ?Sized)) -> bool {
     })
 }
 
+/// Connections waiting in a listening socket's accept queue: for a listener, Linux
+/// reports the queue's length as `tcpi_unacked` of `TCP_INFO`. 0 when unknown.
+pub fn accept_queue_len(fd: &(impl AsRawFd + ?Sized)) -> usize {
+    // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes, and the kernel writes at most `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        info.tcpi_unacked as usize
+    } else {
+        0
+    }
+}
+
 /// Hold partial segments back (`TCP_CORK`) until the socket is shut down or
 /// uncorked: the last answer of a connection and its FIN then leave in one segment,
 /// so the client reads the answer and the end of the connection together.

@@ -21,6 +21,9 @@ pub struct Shared {
     pub open: AtomicUsize,
     /// Listeners still open; the port is given up when none is.
     pub listeners: AtomicUsize,
+    /// Line-protocol listeners still open: on shutdown, no connection drains before
+    /// every one is closed.
+    pub line_listeners: AtomicUsize,
     pub stats: Registry,
     /// The HTTP API listener's state, when it is configured.
     pub http: Option<Arc<HttpShared>>,
@@ -33,6 +36,7 @@ impl Shared {
         Shared {
             // One line-protocol listener per thread, and one HTTP listener per thread.
             listeners: AtomicUsize::new(config.threads.max(1) * if http.is_some() { 2 } else { 1 }),
+            line_listeners: AtomicUsize::new(config.threads.max(1)),
             config,
             engine,
             open: AtomicUsize::new(0),

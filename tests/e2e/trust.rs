@@ -345,6 +345,7 @@ fn lines_asking_for_huge_answers_keep_memory_bounded() {
 
 #[test]
 fn sigterm_under_continuous_load_closes_between_answers_well_before_the_cap() {
+    // (Also: the drain begins only once the listeners are closed.)
     for &io in io_modes() {
         let mut srv = Server::start(io, &["--drain-timeout", "20"]);
         let started = Arc::new(AtomicUsize::new(0));
@@ -352,6 +353,7 @@ fn sigterm_under_continuous_load_closes_between_answers_well_before_the_cap() {
             .map(|_| {
                 let mut s = srv.connect();
                 let started = started.clone();
+                let addr = srv.addr;
                 std::thread::spawn(move || {
                     // KUMA's way: one request in flight, the next as soon as the answer
                     // is in; a client that sees the connection end stops sending.
@@ -381,6 +383,11 @@ fn sigterm_under_continuous_load_closes_between_answers_well_before_the_cap() {
                         let peeked = s.peek(&mut buf[..1]);
                         s.set_nonblocking(false).expect("blocking");
                         if let Ok(0) = peeked {
+                            // Every listener closed before any connection was: the
+                            // client's reconnect is refused (a balancer would send it
+                            // to another replica), never taken in to be closed again.
+                            let again = std::net::TcpStream::connect(addr);
+                            assert!(again.is_err(), "reconnect accepted during the drain");
                             return (answered, None);
                         }
                     }
