@@ -33,6 +33,8 @@ struct State {
     requests: AtomicU64,
     conditional: AtomicU64,
     not_modified: AtomicU64,
+    /// Headers a request must carry, else `401 Unauthorized`.
+    required: Mutex<Vec<(&'static str, &'static str)>>,
 }
 
 /// A feed server (lives as long as the test process).
@@ -67,6 +69,7 @@ impl FeedServer {
             requests: AtomicU64::new(0),
             conditional: AtomicU64::new(0),
             not_modified: AtomicU64::new(0),
+            required: Mutex::new(Vec::new()),
         });
         let st = state.clone();
         std::thread::spawn(move || {
@@ -129,6 +132,14 @@ async fn answer(
         *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
         r
     };
+    let required = st.required.lock().expect("required").clone();
+    if required.iter().any(|(k, v)| {
+        req.headers()
+            .get(*k)
+            .is_none_or(|got| got.as_bytes() != v.as_bytes())
+    }) {
+        return Ok(reply(401, b"who are you?".to_vec()));
+    }
     if let Some(v) = req.headers().get(hyper::header::IF_NONE_MATCH) {
         st.conditional.fetch_add(1, Ordering::SeqCst);
         if v.as_bytes() == tag.as_bytes() && mode != Mode::Fail {
@@ -318,6 +329,39 @@ fn a_restart_serves_the_state_directory_while_the_feed_server_is_down() {
     assert_eq!(context(&srv).as_deref(), Some("kept"));
     srv.wait_log("feed update failed");
     assert_eq!(context(&srv).as_deref(), Some("kept"));
+}
+
+#[test]
+fn credentials_and_headers_are_sent_and_never_shown() {
+    let feeds = FeedServer::start("ioc,context\nfeed.example,secret-feed\n");
+    *feeds.state.required.lock().expect("required") = vec![
+        // feeder:s3cret-pw
+        ("authorization", "Basic ZmVlZGVyOnMzY3JldC1wdw=="),
+        ("x-api-key", "k3y-from-config"),
+    ];
+    let dir = TempDir::new("sources-auth");
+    std::fs::write(dir.path("feed.pw"), "s3cret-pw\n").expect("password file");
+    let cfg = config(
+        &dir,
+        &feeds,
+        &format!(
+            "username = \"feeder\"\npassword_file = {:?}\nheaders = {{ \"X-Api-Key\" = \"k3y-from-config\" }}\n",
+            dir.path("feed.pw")
+        ),
+    );
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("secret-feed"));
+    // A wrong password is a failed update: 401, the data kept.
+    *feeds.state.required.lock().expect("required") = vec![("authorization", "Basic bm90OnRoaXM=")];
+    feeds.set_body("ioc,context\nfeed.example,changed\n");
+    srv.wait_log("feed update failed: HTTP status 401");
+    assert_eq!(context(&srv).as_deref(), Some("secret-feed"));
+    let log = srv.log();
+    assert!(
+        !log.contains("s3cret-pw") && !log.contains("k3y-from-config"),
+        "{log}"
+    );
+    assert!(!srv.metrics().contains("s3cret-pw"));
 }
 
 #[test]
