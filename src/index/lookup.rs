@@ -102,6 +102,33 @@ impl Index {
         }
     }
 
+    /// Start loading the table slots that [`Index::collect`] will probe for `q`: a
+    /// URL probes its exact key, the mask buckets of its host and parent domains and
+    /// the domain entries of the same names, 3–10 independent slots that would
+    /// otherwise be fetched from memory one after another.
+    fn prefetch(&self, q: &Prepared<'_>, key: &mut Vec<u8>) {
+        let Some(url) = q.url else {
+            return;
+        };
+        let table = self.exact.view(self.bytes());
+        if self.holds.urls {
+            hashtab::key_into(key, Tag::Url, url);
+            table.prefetch(key);
+            self.masks.prefetch(table, url, key);
+        }
+        if self.holds.domains {
+            let (mut rest, _) = masks::split_host(url);
+            loop {
+                hashtab::key_into(key, Tag::Domain, rest);
+                table.prefetch(key);
+                match memchr::memchr(b'.', rest) {
+                    Some(dot) => rest = &rest[dot + 1..],
+                    None => break,
+                }
+            }
+        }
+    }
+
     fn collect_url(
         &self,
         url: &[u8],
@@ -225,6 +252,9 @@ impl IndexSet {
             masks: mask_scratch,
         } = scratch;
         let q = Prepared::new(kind, value, norm);
+        for index in &self.parts {
+            index.prefetch(&q, key);
+        }
         let mut found = 0;
         for (p, index) in self.parts.iter().enumerate() {
             ids.clear();

@@ -380,6 +380,25 @@ impl Masks {
         }
     }
 
+    /// Prefetch the slots of the host and subdomain buckets [`Masks::lookup`] will
+    /// probe for `url` (`key` is scratch space).
+    #[inline]
+    pub fn prefetch(&self, buckets: hashtab::Table<'_>, url: &[u8], key: &mut Vec<u8>) {
+        let (host, _) = split_host(url);
+        if self.host_buckets > 0 {
+            hashtab::key_into(key, Tag::MaskHost, host);
+            buckets.prefetch(key);
+        }
+        if self.subdomain_buckets > 0 {
+            let mut rest = host;
+            while let Some(dot) = memchr::memchr(b'.', rest) {
+                rest = &rest[dot + 1..];
+                hashtab::key_into(key, Tag::MaskSubdomain, rest);
+                buckets.prefetch(key);
+            }
+        }
+    }
+
     /// Add to `out` the records of every mask matching the normalized `url`. `bytes`
     /// are the index bytes and `buckets` its hashed table, which holds the host and
     /// subdomain buckets.
