@@ -8,11 +8,13 @@
 #   Redis 7 (distribution package): 1M keys with 100-byte values, `GET` of random keys
 #     from redis-benchmark (-c 32; -P 1 and -P 64);
 #   tracer: 1M MD5 keys from `tracer generate`, loadtest with one hash per request,
-#     60 % hits (--connections 32; --depth 1 and --depth 64), every answer checked.
+#     60 % hits (--connections 32; --depth 1 and --depth 64), every answer checked;
+#     once with its default worker threads (one per core) and once with --threads 1.
 #
 # "closed loop" is one request in flight per connection (KUMA's way), "pipelined" 64.
 #
-#   scripts/bench-redis.sh              # 3 alternating rounds, about 5 minutes
+#   scripts/bench-redis.sh              # 3 alternating rounds, about 6 minutes
+#   TRACER_BIN=/path/to/other/tracer NOBUILD=1 scripts/bench-redis.sh   # another build
 #   ROUNDS=1 SECS=5 scripts/bench-redis.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,7 @@ TRACER_BIN=${TRACER_BIN:-$PWD/target/release/tracer}
 LT=${LOADTEST_BIN:-$PWD/target/release/loadtest}
 RPORT=17379
 TPORT=17380
+T1PORT=17381
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
   echo "installing redis from the distribution's packages"
@@ -58,10 +61,19 @@ print("".join(out), end="")
 ' | redis-cli -p $RPORT --pipe >/dev/null
 echo "redis: $(redis-cli -p $RPORT dbsize) keys"
 
+# Two tracers: its default (a worker thread per core) and one worker thread, as Redis
+# has one. On a machine whose cores the client shares, the one-thread server is the
+# like-for-like comparison; the default one pays for waking two threads.
 "$TRACER_BIN" serve --listen 127.0.0.1:$TPORT -l "$WORK/hashes.csv.tracer" 2>"$WORK/tracer.log" &
 TPID=$!
 PIDS+=($TPID)
-for _ in $(seq 300); do grep -q "index ready" "$WORK/tracer.log" 2>/dev/null && break; sleep 0.1; done
+"$TRACER_BIN" serve --threads 1 --listen 127.0.0.1:$T1PORT -l "$WORK/hashes.csv.tracer" 2>"$WORK/tracer1.log" &
+T1PID=$!
+PIDS+=($T1PID)
+for log in tracer tracer1; do
+  for _ in $(seq 300); do grep -q "index ready" "$WORK/$log.log" 2>/dev/null && break; sleep 0.1; done
+done
+THREADS=$(sed -n 's/.*(\([0-9]*\) worker threads.*/\1/p' "$WORK/tracer.log" | head -1)
 
 TICK=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -77,12 +89,13 @@ redis_run() { # pipeline depth -> "µs/lookup requests/s"
   rps=$(echo "$out" | sed -E 's/.*GET: ([0-9.]+) requests.*/\1/')
   echo "$(per "$b" "$a" "$n") $rps"
 }
-tracer_run() { # depth -> "µs/lookup requests/s errors"
+tracer_run() { # pid port depth -> "µs/lookup requests/s errors"
+  local pid=$1 port=$2; shift 2
   local b a json
-  b=$(cpu $TPID)
-  json=$("$LT" --addr 127.0.0.1:$TPORT --hits "$WORK/hits-hash.txt" --misses "$WORK/misses-hash.txt" \
+  b=$(cpu "$pid")
+  json=$("$LT" --addr 127.0.0.1:$port --hits "$WORK/hits-hash.txt" --misses "$WORK/misses-hash.txt" \
     --hit-ratio 0.6 --per-request 1 --connections 32 --depth "$1" --duration "$SECS" --warmup 0 --quiet --json)
-  a=$(cpu $TPID)
+  a=$(cpu "$pid")
   python3 -c '
 import json, sys
 r = json.loads(sys.argv[1])["runs"][0]
@@ -92,14 +105,17 @@ print("%.2f %.0f %d" % ((a - b) * 1e6 / tick / r["requests"], r["requests_per_se
 ' "$json" "$b" "$a" "$TICK"
 }
 
-printf '%-8s %-11s %14s %14s %14s %14s %8s\n' round mode "redis µs/op" "redis op/s" "tracer µs/op" "tracer op/s" ratio
+printf '%-6s %-10s %12s %12s | %12s %12s %6s | %12s %12s %6s\n' round mode "redis µs/op" "redis op/s" \
+  "tracer×$THREADS µs" "op/s" ratio "tracer×1 µs" "op/s" ratio
 for i in $(seq "$ROUNDS"); do
   for mode in closed pipelined; do
     depth=$([ $mode = closed ] && echo 1 || echo 64)
     read -r r_us r_rps < <(redis_run $depth)
-    read -r t_us t_rps t_err < <(tracer_run $depth)
-    ratio=$(python3 -c "print('%.2f' % ($t_us / $r_us))")
-    printf '%-8s %-11s %14s %14s %14s %14s %8s%s\n' "$i" "$mode" "$r_us" "$r_rps" "$t_us" "$t_rps" "$ratio" \
-      "$([ "$t_err" = 0 ] || echo "  ($t_err tracer errors)")"
+    read -r t_us t_rps t_err < <(tracer_run $TPID $TPORT $depth)
+    read -r o_us o_rps o_err < <(tracer_run $T1PID $T1PORT $depth)
+    printf '%-6s %-10s %12s %12.0f | %12s %12s %6s | %12s %12s %6s%s\n' "$i" "$mode" "$r_us" "$r_rps" \
+      "$t_us" "$t_rps" "$(python3 -c "print('%.2f' % ($t_us / $r_us))")" \
+      "$o_us" "$o_rps" "$(python3 -c "print('%.2f' % ($o_us / $r_us))")" \
+      "$([ "$t_err$o_err" = 00 ] || echo "  (tracer errors: $t_err, $o_err)")"
   done
 done
