@@ -198,11 +198,8 @@ pub async fn serve<T: Transport>(
                     logged: &mut logged,
                     peer,
                 };
-                if ctx.frame(&snap, frame).await.is_ok()
-                    && ctx.flush_parked(drain).await.is_ok()
-                    && !out.is_empty()
-                {
-                    let (_, _) = io.write_all(std::mem::take(&mut out)).await;
+                if ctx.frame(&snap, frame).await.is_ok() {
+                    let _ = ctx.settle(drain).await;
                 }
             }
             worker.stats.batch(
@@ -257,10 +254,8 @@ pub async fn serve<T: Transport>(
                     break;
                 }
             }
-            // Answers waiting on enrichers, in order (what came before them first).
             if !failed && !ctx.parked.is_empty() {
-                failed = write_out(ctx.io, ctx.out, peer).await.is_err()
-                    || ctx.flush_parked(drain).await.is_err();
+                failed = ctx.settle(drain).await.is_err();
             }
         }
         worker.stats.batch(
@@ -525,6 +520,15 @@ impl<T: Transport> Ctx<'_, T> {
             limit,
             |h| categories.hit(h.slot),
         )
+    }
+
+    /// Write what is answered, then the answers waiting on enrichers, in order: what
+    /// came before a waiting line (and the part of it already answered) first.
+    async fn settle(&mut self, drain: Option<Instant>) -> Result<(), ()> {
+        if !self.out.is_empty() {
+            write_out(self.io, self.out, self.peer).await?;
+        }
+        self.flush_parked(drain).await
     }
 
     /// Write the parked answers in order, waiting for each head's enrichers (within

@@ -536,3 +536,21 @@ fn sighup_rereads_the_config_file() {
     let mut buf = [0u8; 256];
     assert!(s.read(&mut buf).expect("read") > 0);
 }
+
+#[test]
+fn a_last_line_without_lf_that_waits_is_answered_in_order_at_half_close() {
+    let up = Upstream::start(KEY);
+    up.set(Mode::Slow(Duration::from_millis(300)));
+    let dir = TempDir::new("enrich-halfclose");
+    let srv = serve(&config(&dir, &misp(&up, "timeout = \"3s\"")));
+    // A feed hit, then a value that waits on the upstream.
+    let line = format!("hash=d41d8cd98f00b204e9800998ecf8427e|hash={KNOWN_MD5}");
+    let mut s = srv.connect();
+    s.write_all(line.as_bytes()).expect("send");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let got = String::from_utf8(read_to_close(&mut s)).expect("utf-8");
+    // The same bytes as when the line ends with LF (the feed hit first,
+    // LookupFinished last).
+    assert_eq!(got, ask(&srv, &line));
+    assert!(got.starts_with("Category=demo_ioc|"), "{got}");
+}
