@@ -341,9 +341,6 @@ pub struct Resolved {
     pub serve: serve::Config,
     pub plan: Plan,
     pub log: LogSettings,
-    pub state_dir: Option<PathBuf>,
-    /// Where the settings came from (for messages): the file, if any.
-    pub file: Option<PathBuf>,
 }
 
 impl File {
@@ -569,32 +566,7 @@ impl File {
                     if refresh.is_zero() {
                         return Err(err(line, "[[feed]] `refresh` must be positive".into()));
                     }
-                    let password = match (&f.password, &f.password_file) {
-                        (Some(_), Some(_)) => {
-                            return Err(err(
-                                line,
-                                "[[feed]]: give `password` or `password_file`, not both".into(),
-                            ))
-                        }
-                        (Some(p), None) => Some(p.0.clone()),
-                        (None, Some(file)) => {
-                            let p = path(file);
-                            Some(
-                                std::fs::read_to_string(&p)
-                                    .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                                    .map_err(|e| {
-                                        err(
-                                            line,
-                                            format!(
-                                                "[[feed]] `password_file` {}: {e}",
-                                                p.display()
-                                            ),
-                                        )
-                                    })?,
-                            )
-                        }
-                        (None, None) => None,
-                    };
+                    let password = secret(&f.password, &f.password_file, line, "password")?;
                     let basic = match (&f.username, password) {
                         (Some(user), pw) => Some((user.0.clone(), pw.unwrap_or_default())),
                         (None, Some(_)) => {
@@ -635,7 +607,7 @@ impl File {
             None => Vec::new(),
         };
         cfg.fetch = crate::serve::config::Fetch {
-            state_dir: state_dir.clone(),
+            state_dir,
             feeds: remote,
         };
         let indexes = self.index.iter().map(|i| path(&i.get_ref().path)).collect();
@@ -807,8 +779,6 @@ impl File {
                 file: self.log_file.as_ref().map(path),
                 format: self.log_format.unwrap_or_default(),
             },
-            state_dir,
-            file: source.map(|(p, _)| p.to_path_buf()),
         })
     }
 }
@@ -931,6 +901,24 @@ pub fn load(path: &Path) -> Result<Resolved, ConfigError> {
     file.resolve(Some((path, &text)))
 }
 
+/// `s` as a TOML string.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// `headers.NAME = value` lines, the `Authorization` value masked.
+fn write_headers(o: &mut String, headers: &[(String, String)]) {
+    use std::fmt::Write as _;
+    for (k, v) in headers {
+        let shown = if k.eq_ignore_ascii_case("authorization") {
+            mask(v).to_string()
+        } else {
+            q(v)
+        };
+        let _ = writeln!(o, "headers.{} = {shown}", q(k));
+    }
+}
+
 fn mask(secret: &str) -> &'static str {
     if secret.is_empty() {
         "\"\""
@@ -945,7 +933,6 @@ impl Resolved {
     pub fn describe(&self) -> String {
         let c = &self.serve;
         let mut o = String::new();
-        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
         let dur = |d: Duration| q(&humantime::format_duration(d).to_string());
         let _ = writeln!(o, "listen = {}", q(&c.listen.to_string()));
         let _ = writeln!(o, "threads = {}", c.threads);
@@ -1000,7 +987,7 @@ impl Resolved {
                 LogFormat::Json => "json",
             })
         );
-        if let Some(d) = &self.state_dir {
+        if let Some(d) = &self.serve.fetch.state_dir {
             let _ = writeln!(o, "state_dir = {}", q(&d.display().to_string()));
         }
         for f in &s.feeds {
@@ -1035,14 +1022,7 @@ impl Resolved {
             if let Some(m) = f.max_skipped {
                 let _ = writeln!(o, "max_skipped = {m}");
             }
-            for (k, v) in &r.headers {
-                let shown = if k.eq_ignore_ascii_case("authorization") {
-                    mask(v).to_string()
-                } else {
-                    q(v)
-                };
-                let _ = writeln!(o, "headers.{} = {shown}", q(k));
-            }
+            write_headers(&mut o, &r.headers);
             if let Some((user, password)) = &r.basic {
                 let _ = writeln!(o, "username = {}\npassword = {}", q(user), mask(password));
             }
@@ -1073,14 +1053,7 @@ impl Resolved {
                 enrich::Type::UrlDecode => continue,
                 enrich::Type::Http(h) => {
                     let _ = writeln!(o, "method = {}\nurl = {}", q(&h.method), q(&h.url));
-                    for (k, v) in &h.headers {
-                        let shown = if k.eq_ignore_ascii_case("authorization") {
-                            mask(v).to_string()
-                        } else {
-                            q(v)
-                        };
-                        let _ = writeln!(o, "headers.{} = {shown}", q(k));
-                    }
+                    write_headers(&mut o, &h.headers);
                     if let Some(b) = &h.body {
                         let _ = writeln!(o, "body = {}", q(b));
                     }

@@ -100,13 +100,10 @@ pub fn hash_digest(value: &[u8], out: &mut [u8; 32]) -> Option<usize> {
     (bad & 0xf0 == 0).then_some(v.len() / 2)
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+/// One hex digit's value.
+pub fn hex_val(b: u8) -> Option<u8> {
+    let v = HEX[b as usize];
+    (v != NOT_HEX).then_some(v)
 }
 
 /// Address family of an IP entry; v4 and v6 live in separate tables.

@@ -194,7 +194,7 @@ impl<'de> Deserialize<'de> for Context {
 mod tests {
     use super::*;
 
-    fn sent(v: &[(&str, bool)]) -> Vec<Sent> {
+    pub(super) fn sent(v: &[(&str, bool)]) -> Vec<Sent> {
         v.iter()
             .map(|(value, hit)| Sent {
                 value: value.to_string(),
@@ -240,16 +240,8 @@ mod tests {
 
 #[cfg(test)]
 mod http_tests {
+    use super::tests::sent;
     use super::*;
-
-    fn sent(v: &[(&str, bool)]) -> Vec<Sent> {
-        v.iter()
-            .map(|(value, hit)| Sent {
-                value: value.to_string(),
-                hit: *hit,
-            })
-            .collect()
-    }
 
     const HIT: &str = r#"{"object":"http://example.com/x","result":"detected","categories":[
         {"category":"Phishing","detected_indicator":"example.com/*","context":{"k":"v","w":""}},

@@ -59,9 +59,16 @@ pub fn compile(args: &CompileArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
 /// `tracer lookup`: the arguments form one request line; print its answer.
 pub fn lookup(args: &LookupArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let mut plan = match &args.config {
-        Some(path) => tracer::config::load(path)?.plan,
-        None => Plan::default(),
+    // The file is read once: its feeds and enrichers, and the server's limits.
+    let (mut plan, config) = match &args.config {
+        Some(path) => {
+            let r = tracer::config::load(path)?;
+            (r.plan, r.serve)
+        }
+        None => (
+            Plan::default(),
+            tracer::serve::Config::new(([127, 0, 0, 1], 0).into()),
+        ),
     };
     let feeds = args.feeds.specs().map_err(anyhow::Error::msg)?;
     if !feeds.is_empty() {
@@ -77,14 +84,9 @@ pub fn lookup(args: &LookupArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             "give an index with -l FILE.tracer, a feed with -f FILE -k KEY, or --config FILE"
         );
     }
-    let config = match &args.config {
-        Some(path) => tracer::config::load(path)?.serve,
-        None => tracer::serve::Config::new(([127, 0, 0, 1], 0).into()),
-    };
-    let limits = Limits {
-        max_hits: args.max_hits.unwrap_or(config.max_hits),
-        max_hits_per_line: args.max_hits_per_line.unwrap_or(config.max_hits_per_line),
-    };
+    let mut limits = config.limits();
+    limits.max_hits = args.max_hits.unwrap_or(limits.max_hits);
+    limits.max_hits_per_line = args.max_hits_per_line.unwrap_or(limits.max_hits_per_line);
     let engine = Engine::start(plan)?;
     let line = args.indicators.join("|");
     let answer = answer_line(&engine, limits, &line)?;

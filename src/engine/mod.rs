@@ -134,30 +134,28 @@ impl Snapshot {
             return Enrichment::None;
         }
         let value = value.trim_ascii();
-        let mut ready: Vec<Option<Hits>> = Vec::new();
+        // In enricher order; a slot still waiting holds no hits until its answer comes.
+        let mut hits: Vec<Hits> = Vec::new();
         let mut waits = Vec::new();
         for e in self.enrichers.iter().filter(|e| e.handles(kind)) {
             match e.lookup(kind, value) {
-                Answer::Ready(h) => ready.push(Some(h)),
+                Answer::Ready(h) => hits.push(h),
                 Answer::Pending(f) => {
-                    waits.push((ready.len(), f));
-                    ready.push(None);
+                    waits.push((hits.len(), f));
+                    hits.push(enrich::none());
                 }
             }
         }
         if waits.is_empty() {
-            return Enrichment::Ready(ready.into_iter().flatten().collect());
+            return Enrichment::Ready(hits);
         }
         Enrichment::Pending(Box::pin(async move {
             let (slots, futures): (Vec<usize>, Vec<_>) = waits.into_iter().unzip();
             let answers = futures_util::future::join_all(futures).await;
-            for (slot, hits) in slots.into_iter().zip(answers) {
-                ready[slot] = Some(hits);
+            for (slot, answer) in slots.into_iter().zip(answers) {
+                hits[slot] = answer;
             }
-            ready
-                .into_iter()
-                .map(|h| h.unwrap_or_else(enrich::none))
-                .collect()
+            hits
         }))
     }
 
@@ -240,32 +238,10 @@ impl Engine {
         Ok(())
     }
 
-    /// An engine serving `index` (generation 1), ready; reloads use `sources`.
-    pub fn with_index(sources: Sources, index: IndexSet) -> Engine {
-        let engine = Engine::loading(Plan {
-            sources,
-            enrichers: Vec::new(),
-        });
-        *engine.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Snapshot::new(1, index));
-        engine.generation.store(1, Ordering::Release);
-        engine.ready.store(true, Ordering::Release);
-        engine
-    }
-
     /// Whether the first load is done.
     #[inline]
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
-    }
-
-    /// The sources reloads read.
-    pub fn sources(&self) -> Sources {
-        self.plan
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sources
-            .clone()
     }
 
     /// The enrichers for `specs`: those built before with the same settings are kept

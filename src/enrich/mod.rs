@@ -65,9 +65,13 @@ impl EnrichHit {
 /// An enricher's hits for one indicator (shared: a cached answer is handed out as is).
 pub type Hits = Arc<[EnrichHit]>;
 
-/// No hits.
+/// No hits (one shared empty list per thread: asked for on every lookup an enricher
+/// has nothing for, it must not allocate).
 pub fn none() -> Hits {
-    Arc::from(Vec::new())
+    thread_local! {
+        static NONE: Hits = Arc::from(Vec::new());
+    }
+    NONE.with(Hits::clone)
 }
 
 /// What one enricher says about one indicator.
@@ -106,7 +110,7 @@ impl Default for Common {
 }
 
 /// TLS settings of an enricher that speaks HTTPS.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Tls {
     /// A PEM file of CAs to trust besides the system's.
     pub ca_file: Option<std::path::PathBuf>,

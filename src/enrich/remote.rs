@@ -100,9 +100,9 @@ pub struct Stats {
     /// Lookups not made because the breaker was open.
     pub skipped: AtomicU64,
     /// Failed calls, by `Failure as usize`.
-    pub errors: [AtomicU64; 6],
+    pub errors: [AtomicU64; Failure::ALL.len()],
     /// Upstream latency: counts per bucket (last = over the largest bound), sum (µs).
-    pub latency: [AtomicU64; 12],
+    pub latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     pub latency_sum_us: AtomicU64,
 }
 

@@ -28,7 +28,7 @@ impl UrlDecode {
 /// `%XX` decoded once; other bytes (a `%` not followed by two hex digits among them)
 /// as they are.
 pub fn decode_once(value: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let hex = crate::indicator::hex_val;
     let mut out = Vec::with_capacity(value.len());
     let mut i = 0;
     while i < value.len() {

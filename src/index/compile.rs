@@ -315,11 +315,7 @@ impl Compiler {
             let records = Records {
                 offsets: self.offsets,
                 text: self.text,
-                exact_offsets: if self.exact_ids.is_empty() {
-                    Vec::new()
-                } else {
-                    self.exact_offsets
-                },
+                exact_offsets: self.exact_offsets,
                 exact_ids: self.exact_ids,
                 exact_text: self.exact_text,
             };
@@ -428,7 +424,6 @@ impl feed::Sink for FeedSink<'_> {
             tracing::warn!("{}: {}", record.location, reason);
         }
         if records::needs_exact(record.fields.iter()) {
-            let id = (c.offsets.len() - 1) as u32;
             if c.exact_offsets.is_empty() {
                 c.exact_offsets.push(0);
             }

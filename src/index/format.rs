@@ -183,7 +183,8 @@ pub enum SectionError {
         what: &'static str,
         requirement: &'static str,
     },
-    /// rkyv's validation, fst's or regex-automata's own parser refused the bytes.
+    /// A section's own validation refused the bytes (rkyv's check, an fst map, the
+    /// infix automaton).
     #[error("{what}: {reason}")]
     Rejected { what: &'static str, reason: String },
 }

@@ -117,14 +117,9 @@ impl Index {
             self.masks.prefetch(table, url, key);
         }
         if self.holds.domains {
-            let (mut rest, _) = masks::split_host(url);
-            loop {
-                hashtab::key_into(key, Tag::Domain, rest);
+            for name in masks::domains_of(masks::split_host(url).0) {
+                hashtab::key_into(key, Tag::Domain, name);
                 table.prefetch(key);
-                match memchr::memchr(b'.', rest) {
-                    Some(dot) => rest = &rest[dot + 1..],
-                    None => break,
-                }
             }
         }
     }
@@ -153,14 +148,8 @@ impl Index {
             return;
         }
         // Domain entries match the host and every parent domain of it.
-        let (host, _) = masks::split_host(url);
-        let mut rest = host;
-        loop {
-            self.exact_get(Tag::Domain, rest, key, ids);
-            match memchr::memchr(b'.', rest) {
-                Some(dot) => rest = &rest[dot + 1..],
-                None => break,
-            }
+        for name in masks::domains_of(masks::split_host(url).0) {
+            self.exact_get(Tag::Domain, name, key, ids);
         }
     }
 

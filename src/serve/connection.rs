@@ -375,10 +375,9 @@ struct Parked {
     state: LineState,
     out: Vec<u8>,
     snap: Rc<ThreadSnapshot>,
-    /// Answered completely (only writing it remains).
+    /// Answered completely (only writing it remains): also a frame with nothing to
+    /// look up (`PONG`, an over-long line's answer).
     done: bool,
-    /// A frame with nothing to look up (`PONG`, an over-long line's answer).
-    plain: bool,
 }
 
 /// What answering a connection's lines works with.
@@ -430,7 +429,6 @@ impl<T: Transport> Ctx<'_, T> {
                     out: answer.to_vec(),
                     snap: snap.clone(),
                     done: true,
-                    plain: true,
                 }),
             }
             return Ok(());
@@ -450,7 +448,6 @@ impl<T: Transport> Ctx<'_, T> {
                 out: Vec::new(),
                 snap: snap.clone(),
                 done: false,
-                plain: false,
             };
             let progress = self.answer(&p.snap, &p.text, &mut p.state, &mut p.out, usize::MAX);
             p.done = progress == Progress::Done;
@@ -487,7 +484,6 @@ impl<T: Transport> Ctx<'_, T> {
                         out: Vec::new(),
                         snap: snap.clone(),
                         done: false,
-                        plain: false,
                     });
                     return Ok(());
                 }
@@ -563,9 +559,7 @@ impl<T: Transport> Ctx<'_, T> {
                     },
                 }
             }
-            if !head.plain || !head.out.is_empty() {
-                write_out(self.io, &mut head.out, self.peer).await?;
-            }
+            write_out(self.io, &mut head.out, self.peer).await?;
         }
         Ok(())
     }

@@ -106,6 +106,21 @@ fn take_lock_later(lock: Lock, port: u16) -> Result<(), ServerError> {
         .map_err(ServerError::Thread)
 }
 
+/// The error for a port another tracer serves, naming it (its pid and address, as
+/// it answers over the port's lock).
+fn port_served(want: SocketAddr) -> ServerError {
+    let holder = listen::ask_holder(want.port(), "who")
+        .map(|a| {
+            let mut w = a.split_whitespace().skip(1);
+            match (w.next(), w.next()) {
+                (Some(pid), Some(addr)) => format!("pid {pid}, listening on {addr}"),
+                _ => a.clone(),
+            }
+        })
+        .unwrap_or_else(|e| format!("no answer: {e}"));
+    ServerError::PortServed { addr: want, holder }
+}
+
 /// Bind the HTTP API's listeners (one per thread), taking its port's lock as the line
 /// protocol's is taken; with `--takeover` the lock comes later, from the server taken
 /// over.
@@ -138,18 +153,7 @@ fn bind_http(
             take_lock_later(lock.clone(), addr.port())?;
             Ok((listeners, addr, lock))
         }
-        None => {
-            let holder = listen::ask_holder(want.port(), "who")
-                .map(|a| {
-                    let mut w = a.split_whitespace().skip(1);
-                    match (w.next(), w.next()) {
-                        (Some(pid), Some(addr)) => format!("pid {pid}, listening on {addr}"),
-                        _ => a.clone(),
-                    }
-                })
-                .unwrap_or_else(|e| format!("no answer: {e}"));
-            Err(ServerError::PortServed { addr: want, holder })
-        }
+        None => Err(port_served(want)),
     }
 }
 
@@ -183,18 +187,7 @@ fn bind(config: &Config, threads: usize) -> Result<Bound, ServerError> {
             let (listeners, addr) = listen::bind_all(want, threads).map_err(listen_err)?;
             Ok((listeners, addr, Some(lock), None))
         }
-        None if !config.takeover => {
-            let holder = listen::ask_holder(want.port(), "who")
-                .map(|a| {
-                    let mut w = a.split_whitespace().skip(1);
-                    match (w.next(), w.next()) {
-                        (Some(pid), Some(addr)) => format!("pid {pid}, listening on {addr}"),
-                        _ => a.clone(),
-                    }
-                })
-                .unwrap_or_else(|e| format!("no answer: {e}"));
-            Err(ServerError::PortServed { addr: want, holder })
-        }
+        None if !config.takeover => Err(port_served(want)),
         None => {
             // Listen beside the old server first, so no connection finds no one; then
             // ask it to hand over.
