@@ -225,17 +225,26 @@ impl Engine {
         }
     }
 
-    /// Load the plan and publish it as generation 1; the engine is then ready.
+    /// Load the plan and publish it (generation 1, unless a reload waiting for the
+    /// first load got there first); the engine is then ready.
     pub fn load_first(&self) -> Result<(), LoadError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let plan = self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let index = plan.sources.load()?;
         let enrichers = self.enrichers_for(&plan.enrichers)?;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Snapshot::with_enrichers(1, index, enrichers));
-        self.generation.store(1, Ordering::Release);
+        self.publish(index, enrichers);
         self.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Make `index` and `enrichers` the served snapshot, as the next generation (the
+    /// serving threads pick it up when they see the generation change).
+    fn publish(&self, index: IndexSet, enrichers: Arc<Enrichers>) -> u64 {
+        let mut guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = guard.generation + 1;
+        *guard = Arc::new(Snapshot::with_enrichers(generation, index, enrichers));
+        self.generation.store(generation, Ordering::Release);
+        generation
     }
 
     /// Whether the first load is done.
@@ -308,7 +317,8 @@ impl Engine {
     /// reload is that load.
     pub fn reload(&self) -> Result<u64, LoadError> {
         if !self.is_ready() {
-            return self.load_first().map(|()| 1);
+            self.load_first()?;
+            return Ok(self.generation.load(Ordering::Acquire));
         }
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
@@ -320,11 +330,7 @@ impl Engine {
         match loaded {
             Ok((index, enrichers)) => {
                 let records = index.record_count();
-                let mut guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
-                let generation = guard.generation + 1;
-                *guard = Arc::new(Snapshot::with_enrichers(generation, index, enrichers));
-                self.generation.store(generation, Ordering::Release);
-                drop(guard);
+                let generation = self.publish(index, enrichers);
                 self.stats.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     generation,
@@ -340,5 +346,32 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Plan {
+        Plan {
+            sources: Sources::demo(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+            ),
+            enrichers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_load_publishes_a_new_generation() {
+        // A reload asked for while the first load is still to come loads it itself;
+        // the first load, coming after, must still publish a generation the serving
+        // threads have not seen (they refresh only when it changes).
+        let engine = Engine::loading(demo());
+        assert_eq!(engine.reload().ok(), Some(1));
+        assert!(engine.load_first().is_ok());
+        assert_eq!(engine.generation(), 2);
+        assert_eq!(engine.current().generation(), 2);
+        assert_eq!(engine.reload().ok(), Some(3));
     }
 }
