@@ -73,7 +73,7 @@ PIDS+=($T1PID)
 for log in tracer tracer1; do
   for _ in $(seq 300); do grep -q "index ready" "$WORK/$log.log" 2>/dev/null && break; sleep 0.1; done
 done
-THREADS=$(sed -n 's/.*(\([0-9]*\) worker threads.*/\1/p' "$WORK/tracer.log" | head -1)
+THREADS=$(sed -n 's/.*(\([0-9]*\) worker threads.*/\1/p;T;q' "$WORK/tracer.log")
 
 TICK=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }

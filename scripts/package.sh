@@ -24,6 +24,6 @@ for a in "$@"; do
   case $a in --dbgsym | --separate-debug-symbols | --no-strip | --strip) strip=() ;; esac
 done
 cargo deb -p tracer "${strip[@]}" "$@"
-deb=$(ls -t target/debian/tracer_*.deb | head -1)
+deb=$(ls -t target/debian/tracer_*.deb | awk 'NR == 1')
 echo "$deb"
 dpkg-deb --info "$deb" | sed -n '/Package:/,$p'

@@ -188,7 +188,8 @@ for i in 1 2 3; do start_replica "$i"; done
 haproxy -db -f "$W/haproxy.cfg" >"$W/haproxy.log" 2>&1 &
 HAPROXY=$!
 for i in 1 2 3; do wait_haproxy_up "$i"; done
-HAPROXY_VERSION=$(haproxy -v | head -1 | cut -d' ' -f3)
+# awk reads all of it: `head` would leave haproxy a closed pipe (SIGPIPE under pipefail).
+HAPROXY_VERSION=$(haproxy -v | awk 'NR == 1 { print $3 }')
 echo "   HAProxy $HAPROXY_VERSION on 127.0.0.1:$HAPROXY_LINE, replicas on $(line_port 1)-$(line_port 3), all UP"
 
 # ---- load -----------------------------------------------------------------------------
