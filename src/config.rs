@@ -23,6 +23,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use crate::engine::{Plan, Sources};
+use crate::enrich::client::shown_url;
 use crate::enrich::{self, exec, http};
 use crate::feed::Format;
 use crate::index::compile::FeedSpec;
@@ -324,7 +325,7 @@ pub struct UserEntry {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
-    pub listen: Option<Text>,
+    pub listen: Option<Spanned<Text>>,
 }
 
 /// Logging, as the binary sets it up.
@@ -471,10 +472,13 @@ impl File {
         cfg.watch = self.watch.unwrap_or(false);
         cfg.takeover = self.takeover.unwrap_or(false);
         cfg.metrics = match self.metrics.as_ref().and_then(|m| m.listen.as_ref()) {
-            Some(t) => Some(t.0.parse().map_err(|_| {
+            Some(t) => Some(t.get_ref().0.parse().map_err(|_| {
                 err(
-                    key_line("listen"),
-                    format!("`metrics.listen`: `{}` is not an address:port", t.0),
+                    line_of(t.span()),
+                    format!(
+                        "`metrics.listen`: `{}` is not an address:port",
+                        t.get_ref().0
+                    ),
                 )
             })?),
             None => None,
@@ -1052,7 +1056,12 @@ impl Resolved {
             match &e.kind {
                 enrich::Type::UrlDecode => continue,
                 enrich::Type::Http(h) => {
-                    let _ = writeln!(o, "method = {}\nurl = {}", q(&h.method), q(&h.url));
+                    let _ = writeln!(
+                        o,
+                        "method = {}\nurl = {}",
+                        q(&h.method),
+                        q(&shown_url(&h.url))
+                    );
                     write_headers(&mut o, &h.headers);
                     if let Some(b) = &h.body {
                         let _ = writeln!(o, "body = {}", q(b));
@@ -1062,7 +1071,7 @@ impl Resolved {
                     }
                 }
                 enrich::Type::Misp(m) => {
-                    let _ = writeln!(o, "url = {}\nkey = {}", q(&m.url), mask(&m.key));
+                    let _ = writeln!(o, "url = {}\nkey = {}", q(&shown_url(&m.url)), mask(&m.key));
                     let tags: Vec<String> = m.tags.iter().map(|t| q(t)).collect();
                     let _ = writeln!(o, "tags = [{}]", tags.join(", "));
                     if let Some(t) = m.to_ids {
@@ -1202,6 +1211,29 @@ listen = "127.0.0.1:9100"
             shown.contains("key = \"********\"") && !shown.contains("s3cret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn enricher_urls_are_shown_without_their_credentials() {
+        let r = parse(
+            "[[enricher]]\nname = \"h\"\ntype = \"http\"\nurl = \"https://svc:pa55@ti.example/v1?q={value}\"\n\n[[enricher]]\nname = \"m\"\ntype = \"misp\"\nurl = \"https://u:pa55@misp.example\"\nkey = \"k\"\n",
+        )
+        .expect("valid");
+        let shown = r.describe();
+        assert!(
+            shown.contains("url = \"https://ti.example/v1?q={value}\"")
+                && shown.contains("url = \"https://misp.example\"")
+                && !shown.contains("pa55"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_bad_metrics_address_is_named_with_its_own_line() {
+        let e = parse("listen = \"127.0.0.1:16666\"\n\n[metrics]\nlisten = \"nowhere\"\n")
+            .expect_err("bad address")
+            .to_string();
+        assert!(e.contains("line 4") && e.contains("metrics.listen"), "{e}");
     }
 
     #[test]

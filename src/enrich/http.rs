@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::client;
 use super::remote::{Error, Failure, Remote, Upstream};
 use super::{Answer, BuildError, EnrichHit, Enricher, Spec, Stats, Tls, Type};
 use crate::feed::fields::{self, Fields};
@@ -60,7 +61,7 @@ enum Shape {
 
 /// Build an `http` or `misp` enricher.
 pub fn build(spec: &Spec) -> Result<Arc<dyn Enricher>, BuildError> {
-    install_crypto_provider();
+    client::install_crypto_provider();
     let invalid = |reason: String| BuildError::Invalid {
         name: spec.name.clone(),
         reason,
@@ -116,17 +117,7 @@ pub fn build(spec: &Spec) -> Result<Arc<dyn Enricher>, BuildError> {
         value.set_sensitive(k.eq_ignore_ascii_case("authorization"));
         header_map.insert(name, value);
     }
-    let ca = match &spec.tls.ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|source| BuildError::Io {
-                name: spec.name.clone(),
-                source,
-            })?;
-            reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| invalid(format!("ca_file {}: {e}", path.display())))?
-        }
-        None => Vec::new(),
-    };
+    let ca = client::ca_certs(&spec.tls).map_err(invalid)?;
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let upstream = Http {
         id: NEXT.fetch_add(1, Ordering::Relaxed),
@@ -159,14 +150,6 @@ pub fn build(spec: &Spec) -> Result<Arc<dyn Enricher>, BuildError> {
         kinds: spec.kinds.clone(),
         remote: Remote::new(&spec.name, &spec.common, upstream),
     }))
-}
-
-/// rustls with ring (no cmake, no nasm), for every client and server in the process.
-pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 /// A remote enricher: its name, the kinds it handles, and the machinery.
@@ -231,16 +214,13 @@ thread_local! {
 
 impl Http {
     fn build_client(&self) -> Result<reqwest::Client, Error> {
-        reqwest::Client::builder()
-            .tls_certs_merge(self.ca.iter().cloned())
-            .tls_danger_accept_invalid_certs(!self.tls.verify)
-            .connect_timeout(self.timeout)
+        client::builder(&self.tls, &self.ca, self.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| {
                 Error::new(
                     Failure::Connect,
-                    format!("cannot build the HTTP client: {e}"),
+                    format!("cannot build the HTTP client: {}", client::error_message(e)),
                 )
             })
     }
@@ -369,13 +349,15 @@ impl Upstream for Http {
                 } else {
                     Failure::Connect
                 };
-                Error::new(failure, format!("{e:#}"))
+                Error::new(failure, client::error_message(e))
             })?;
             let status = resp.status();
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| Error::new(Failure::BadAnswer, format!("reading the answer: {e}")))?;
+            let body = resp.bytes().await.map_err(|e| {
+                Error::new(
+                    Failure::BadAnswer,
+                    format!("reading the answer: {}", client::error_message(e)),
+                )
+            })?;
             if !status.is_success() {
                 let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
                 return Err(Error::new(

@@ -16,6 +16,7 @@
 //! the calling thread's runtime; the upstream call behind it is a task of its own, so
 //! it goes on (and fills the cache) even when no one waits any longer.
 
+pub mod client;
 pub mod exec;
 pub mod http;
 pub mod remote;

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::enrich::Tls;
+use crate::enrich::{client, Tls};
 use crate::index::compile::{Compiler, FeedSpec};
 
 /// A feed to download.
@@ -79,18 +79,7 @@ impl RemoteFeed {
 
     /// The URL as logs show it: without credentials.
     pub fn shown_url(&self) -> String {
-        shown_url(&self.url)
-    }
-}
-
-fn shown_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Err(_) => url.to_string(),
+        client::shown_url(&self.url)
     }
 }
 
@@ -427,7 +416,7 @@ impl Updater {
         let mut resp = req
             .send()
             .await
-            .map_err(|e| format!("request: {}", error_chain(&e)))?;
+            .map_err(|e| format!("request: {}", client::error_message(e)))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_MODIFIED && index.exists() {
             let mut meta = meta.clone();
@@ -463,7 +452,7 @@ impl Updater {
                     let _ = std::fs::remove_file(&download);
                     return Err(format!(
                         "download cut after {bytes} bytes: {}",
-                        error_chain(&e)
+                        client::error_message(e)
                     ));
                 }
             }
@@ -578,38 +567,13 @@ fn write_meta(path: &Path, meta: &Meta) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// An error with its causes (reqwest's own message is terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// The HTTP client for a feed: its TLS settings, gzip, bounded waits.
 fn client(feed: &RemoteFeed) -> Result<reqwest::Client, String> {
-    crate::enrich::http::install_crypto_provider();
-    let ca = match &feed.tls.ca_file {
-        Some(path) => {
-            let pem =
-                std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?
-        }
-        None => Vec::new(),
-    };
-    reqwest::Client::builder()
-        .tls_certs_merge(ca)
-        .tls_danger_accept_invalid_certs(!feed.tls.verify)
-        .connect_timeout(Duration::from_secs(30))
+    let ca = client::ca_certs(&feed.tls)?;
+    client::builder(&feed.tls, &ca, Duration::from_secs(30))
         .read_timeout(Duration::from_secs(120))
-        .user_agent(concat!("tracer/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| error_chain(&e))
+        .map_err(client::error_message)
 }
 
 #[cfg(test)]
@@ -623,13 +587,5 @@ mod tests {
         assert_eq!(backoff(r, 2), Duration::from_secs(20));
         assert_eq!(backoff(r, 9), Duration::from_secs(1800));
         assert_eq!(backoff(Duration::from_secs(1), 3), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn urls_are_shown_without_credentials() {
-        assert_eq!(
-            shown_url("https://user:pw@feeds.example/x.json"),
-            "https://feeds.example/x.json"
-        );
     }
 }
