@@ -130,6 +130,22 @@ impl Snapshot {
 
     /// The enrichers' hits for one indicator.
     pub fn enrich(&self, kind: Kind, value: &[u8]) -> Enrichment {
+        self.enrich_where(kind, value, |_| true)
+    }
+
+    /// The enrichers' hits for a value looked up as `kind` after being looked up as
+    /// `asked`: only from enrichers that do not handle `asked` too, so none is asked
+    /// twice about one value (nor answers it twice).
+    pub fn enrich_again(&self, kind: Kind, asked: Kind, value: &[u8]) -> Enrichment {
+        self.enrich_where(kind, value, |e| !e.handles(asked))
+    }
+
+    fn enrich_where(
+        &self,
+        kind: Kind,
+        value: &[u8],
+        ask: impl Fn(&dyn enrich::Enricher) -> bool,
+    ) -> Enrichment {
         if !self.enrichers.handle(kind) {
             return Enrichment::None;
         }
@@ -137,7 +153,11 @@ impl Snapshot {
         // In enricher order; a slot still waiting holds no hits until its answer comes.
         let mut hits: Vec<Hits> = Vec::new();
         let mut waits = Vec::new();
-        for e in self.enrichers.iter().filter(|e| e.handles(kind)) {
+        for e in self
+            .enrichers
+            .iter()
+            .filter(|e| e.handles(kind) && ask(e.as_ref()))
+        {
             match e.lookup(kind, value) {
                 Answer::Ready(h) => hits.push(h),
                 Answer::Pending(f) => {

@@ -106,7 +106,8 @@ pub struct Pending {
 }
 
 /// Look `value` up: the feed hits of each kind it is looked up as (a record found
-/// twice counted once, at most `max_hits`), and the enrichers' answers.
+/// twice counted once, at most `max_hits`), and the enrichers' answers (each enricher
+/// asked once, as the first of those kinds it handles).
 pub fn look_up(
     snapshot: &Snapshot,
     value: &str,
@@ -125,7 +126,7 @@ pub fn look_up(
                 feed.push(h);
             }
         }
-        enrichment.push(snapshot.enrich(kind, value.as_bytes()));
+        enrichment.push(snapshot.enrich_again(kind, first, value.as_bytes()));
     }
     Pending { feed, enrichment }
 }

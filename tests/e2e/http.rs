@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::upstream::{Mode, Upstream};
+use crate::upstream::{self, Mode, Upstream};
 use crate::util::*;
 
 /// A response read off a raw connection.
@@ -467,6 +467,33 @@ fn a_domain_object_is_looked_up_as_url_and_as_domain() {
     assert_eq!(cats.len(), 1, "{v}");
     assert_eq!(cats[0]["category"], "bad_domains");
     assert_eq!(cats[0]["detected_indicator"], domain.as_str());
+}
+
+#[test]
+fn an_enricher_of_every_kind_is_asked_once_about_a_domain_object() {
+    let up = Upstream::start("k");
+    let dir = TempDir::new("http-domain-enricher");
+    let cfg = config(
+        &dir,
+        "tls = false",
+        &format!(
+            "[[enricher]]\nname = \"misp\"\ntype = \"misp\"\nurl = {:?}\nkey = \"k\"\n",
+            up.url()
+        ),
+    );
+    let srv = serve(&cfg, &[]);
+    let addr = http_addr(&srv);
+    // Looked up as a URL and as a domain: MISP (all kinds) is asked once, as a URL,
+    // and its one attribute is answered once.
+    let r = request(
+        &addr,
+        &post("/api/1.1/lookup", "", &lookup(&[upstream::KNOWN_DOMAIN])),
+    );
+    let v = r.json();
+    let cats = v[0]["categories"].as_array().expect("categories");
+    assert_eq!(cats.len(), 1, "{v}");
+    assert_eq!(cats[0]["context"]["value"], upstream::KNOWN_DOMAIN, "{v}");
+    assert_eq!(up.calls(), 1);
 }
 
 #[test]
