@@ -110,14 +110,15 @@ impl Index {
         let Some(url) = q.url else {
             return;
         };
+        let (host, _) = masks::split_host(url);
         let table = self.exact.view(self.bytes());
         if self.holds.urls {
             hashtab::key_into(key, Tag::Url, url);
             table.prefetch(key);
-            self.masks.prefetch(table, url, key);
+            self.masks.prefetch(table, host, key);
         }
         if self.holds.domains {
-            for name in masks::domains_of(masks::split_host(url).0) {
+            for name in masks::domains_of(host) {
                 hashtab::key_into(key, Tag::Domain, name);
                 table.prefetch(key);
             }
@@ -131,6 +132,7 @@ impl Index {
         mask_scratch: &mut masks::Scratch,
         ids: &mut Vec<u32>,
     ) {
+        let split = masks::split_host(url);
         if self.holds.urls {
             // Exact URLs, then masks.
             self.exact_get(Tag::Url, url, key, ids);
@@ -138,7 +140,7 @@ impl Index {
             self.masks.lookup(
                 bytes,
                 self.exact.view(bytes),
-                url,
+                split,
                 self.postings(),
                 mask_scratch,
                 ids,
@@ -148,7 +150,7 @@ impl Index {
             return;
         }
         // Domain entries match the host and every parent domain of it.
-        for name in masks::domains_of(masks::split_host(url).0) {
+        for name in masks::domains_of(split.0) {
             self.exact_get(Tag::Domain, name, key, ids);
         }
     }

@@ -50,6 +50,7 @@ use super::postings::{self, Postings};
 use super::storage::Bytes;
 
 /// Split a normalized URL or mask into (host part, rest).
+#[inline]
 pub fn split_host(s: &[u8]) -> (&[u8], &[u8]) {
     let end = memchr::memchr2(b'/', b'?', s).unwrap_or(s.len());
     s.split_at(end)
@@ -73,9 +74,15 @@ pub fn is_broad(mask: &[u8]) -> bool {
 
 /// Does `mask` match the normalized `url`? See the module docs for the semantics.
 pub fn matches(mask: &[u8], url: &[u8]) -> bool {
+    let (host, rest) = split_host(url);
+    matches_split(mask, host, rest)
+}
+
+/// [`matches`], with the URL already split by [`split_host`].
+#[inline]
+fn matches_split(mask: &[u8], host: &[u8], rest: &[u8]) -> bool {
     let (mh, mr) = split_host(mask);
-    let (uh, ur) = split_host(url);
-    glob(mh, uh) && glob(mr, ur)
+    glob(mh, host) && glob(mr, rest)
 }
 
 /// Whole-string glob where `*` matches any run of bytes. Linear in practice: it keeps
@@ -376,22 +383,21 @@ impl Masks {
         &self,
         bytes: &[u8],
         id: u32,
-        url: &[u8],
+        (host, rest): (&[u8], &[u8]),
         postings: Postings<'_>,
         out: &mut Vec<u32>,
     ) {
         if let Some((mask, posting)) = self.mask_row(bytes, id) {
-            if matches(mask, url) {
+            if matches_split(mask, host, rest) {
                 postings.for_each(posting, |r| out.push(r));
             }
         }
     }
 
     /// Prefetch the slots of the host and subdomain buckets [`Masks::lookup`] will
-    /// probe for `url` (`key` is scratch space).
+    /// probe for a URL of this `host` (`key` is scratch space).
     #[inline]
-    pub fn prefetch(&self, buckets: hashtab::Table<'_>, url: &[u8], key: &mut Vec<u8>) {
-        let (host, _) = split_host(url);
+    pub fn prefetch(&self, buckets: hashtab::Table<'_>, host: &[u8], key: &mut Vec<u8>) {
         if self.host_buckets > 0 {
             hashtab::key_into(key, Tag::MaskHost, host);
             buckets.prefetch(key);
@@ -404,19 +410,19 @@ impl Masks {
         }
     }
 
-    /// Add to `out` the records of every mask matching the normalized `url`. `bytes`
-    /// are the index bytes and `buckets` its hashed table, which holds the host and
-    /// subdomain buckets.
+    /// Add to `out` the records of every mask matching the normalized URL `url`,
+    /// split by [`split_host`]. `bytes` are the index bytes and `buckets` its hashed
+    /// table, which holds the host and subdomain buckets.
     pub fn lookup(
         &self,
         bytes: &[u8],
         buckets: hashtab::Table<'_>,
-        url: &[u8],
+        url: (&[u8], &[u8]),
         postings: Postings<'_>,
         scratch: &mut Scratch,
         out: &mut Vec<u32>,
     ) {
-        let (host, _) = split_host(url);
+        let host = url.0;
         let key = &mut scratch.key;
         let mut bucket = |tag: Tag, name: &[u8], out: &mut Vec<u32>| {
             hashtab::key_into(key, tag, name);
@@ -690,7 +696,7 @@ mod tests {
             m.lookup(
                 whole,
                 table_layout.view(whole),
-                url,
+                split_host(url),
                 Postings(&post),
                 &mut scratch,
                 &mut got,
