@@ -27,12 +27,15 @@
 //!
 //! **Connections** are kept alive. One that sends no complete request head within
 //! `idle_timeout` (since it opened or since its last answer) is closed: idle clients
-//! and slow-header clients alike. Heads are bounded by hyper (`MAX_HEAD` bytes, 100
+//! and slow-header clients alike; so is one that takes none of its answer for
+//! `idle_timeout` (a client that stopped reading would otherwise hold its lookup's
+//! `max_inflight` place, and the index it answers from, for ever). Heads are bounded by hyper (`MAX_HEAD` bytes, 100
 //! headers). On shutdown each connection finishes the request under way and closes.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -49,6 +53,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::auth::{Users, Verdict};
 use super::config::HttpSettings;
 use super::connection::Shutdown;
+use super::stats::ErrorReason;
 use super::worker::{ThreadSnapshot, Worker};
 use crate::engine::{EnrichHit, Enrichment};
 use crate::enrich::Hits;
@@ -67,8 +72,8 @@ pub struct HttpShared {
     live: Mutex<Arc<Live>>,
     /// Lookup requests under way, over all threads.
     inflight: AtomicUsize,
-    /// Failed logins of the users replaced by reloads (the current ones count their own).
-    past_failures: std::sync::atomic::AtomicU64,
+    /// Failed logins since start, over every set of users.
+    failures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The parts a reload replaces.
@@ -83,28 +88,53 @@ pub enum HttpError {
     Certificate { path: String, reason: String },
     #[error("HTTP API: {0}")]
     Io(#[from] std::io::Error),
+    #[error("HTTP API: {0}")]
+    Unsafe(String),
 }
 
 impl HttpShared {
     pub fn new(settings: HttpSettings) -> Result<HttpShared, HttpError> {
-        let live = Live::load(&settings)?;
+        let failures = Arc::default();
+        let live = Live::load(&settings, &failures)?;
         Ok(HttpShared {
             settings,
             live: Mutex::new(Arc::new(live)),
             inflight: AtomicUsize::new(0),
-            past_failures: std::sync::atomic::AtomicU64::new(0),
+            failures,
         })
     }
 
-    /// Re-read the users and the certificate (`SIGHUP`). On error the old ones stay.
+    /// Re-read the users and the certificate (`SIGHUP`) from `settings`, a re-read
+    /// configuration. The listener itself stays as it was started (its address, TLS or
+    /// not, `allow_anonymous`: they change at the next restart), so the new users are
+    /// checked against it: no users on a listener beyond loopback is refused unless it
+    /// was started with `allow_anonymous`. On error the old users and certificate stay.
     pub fn reload(&self, settings: &HttpSettings) -> Result<(), HttpError> {
-        let live = Live::load(settings)?;
-        let mut current = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        self.past_failures.fetch_add(
-            current.users.failures.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        *current = Arc::new(live);
+        let running = &self.settings;
+        if settings.users.is_empty()
+            && !running.allow_anonymous
+            && !running.listen.ip().is_loopback()
+        {
+            return Err(HttpError::Unsafe(format!(
+                "the re-read configuration has no [[http.user]], and the listener on {} (beyond this machine) was not started with allow_anonymous",
+                running.listen
+            )));
+        }
+        // TLS or plain stays as started; a certificate is re-read only for TLS.
+        let files = match (&running.tls, &settings.tls) {
+            (Some(_), Some(new)) => Some(new.clone()),
+            (Some(old), None) => Some(old.clone()),
+            (None, _) => None,
+        };
+        let live = Live::load(
+            &HttpSettings {
+                tls: files,
+                users: settings.users.clone(),
+                ..running.clone()
+            },
+            &self.failures,
+        )?;
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
         tracing::info!(
             users = settings.users.len(),
             "HTTP API: users and certificate re-read"
@@ -118,19 +148,21 @@ impl HttpShared {
 
     /// Logins refused since start.
     pub fn login_failures(&self) -> u64 {
-        self.past_failures.load(Ordering::Relaxed)
-            + self.live().users.failures.load(Ordering::Relaxed)
+        self.failures.load(Ordering::Relaxed)
     }
 }
 
 impl Live {
-    fn load(settings: &HttpSettings) -> Result<Live, HttpError> {
+    fn load(
+        settings: &HttpSettings,
+        failures: &Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<Live, HttpError> {
         let tls = match &settings.tls {
             Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
             None => None,
         };
         Ok(Live {
-            users: Users::new(&settings.users)?,
+            users: Users::new(&settings.users, failures.clone())?,
             tls,
         })
     }
@@ -200,7 +232,14 @@ pub async fn accept_loop(
                                 // Counted with the line protocol's connections: the
                                 // thread's drain waits for these too.
                                 let _slot = super::accept::Slot::take(&w);
-                                serve_connection(stream, peer, w.clone(), h, rx).await;
+                                let served = AssertUnwindSafe(serve_connection(stream, peer, w.clone(), h, rx))
+                                    .catch_unwind()
+                                    .await;
+                                if served.is_err() {
+                                    // The panic hook logged the panic itself.
+                                    let n = w.stats.error(ErrorReason::Panic);
+                                    tracing::error!(%peer, panics = n, "a panic while answering this HTTP connection; it was closed, the server goes on");
+                                }
                             });
                         }
                     }
@@ -225,8 +264,10 @@ async fn serve_connection(
     shutdown: Shutdown,
 ) {
     let settings = &http.settings;
-    let live = http.live();
-    match &live.tls {
+    // The acceptor only: the users are looked up per request, so a reload's reach
+    // every connection, and the replaced ones are freed.
+    let tls = http.live().tls.clone();
+    match &tls {
         Some(acceptor) => {
             match tokio::time::timeout(settings.idle_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => serve_http(tls, peer, worker, http.clone(), shutdown).await,
@@ -261,7 +302,10 @@ async fn serve_http<I>(
         .keep_alive(true)
         .max_buf_size(MAX_HEAD.max(8192))
         .max_headers(100)
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(WriteStall::new(io, idle)),
+            service,
+        );
     let mut conn = std::pin::pin!(conn);
     let already = shutdown.borrow().is_some();
     if already {
@@ -411,11 +455,102 @@ async fn route(
         Ok(o) => o,
         Err(api::BadRequest(message)) => return error(StatusCode::BAD_REQUEST, &message),
     };
+    #[cfg(feature = "fault-injection")]
+    if objects.iter().any(|o| o == "tracer-fault:panic") {
+        panic!("fault injection: a panic while answering an HTTP request");
+    }
     if worker.shared.config.log_requests {
         tracing::debug!(%peer, version = lookup.0, tenant = ?lookup.1, objects = objects.len(), "HTTP lookup");
     }
     let objects: Vec<Box<str>> = objects.into_iter().map(|o| o.into()).collect();
     answer(objects, worker.clone(), inflight).await
+}
+
+/// A connection's byte stream, failing a write that cannot make progress for
+/// `limit`: the peer stopped reading.
+struct WriteStall<I> {
+    io: I,
+    limit: Duration,
+    /// When the write waiting now gives up; `None` while writes go through.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> WriteStall<I> {
+    fn new(io: I, limit: Duration) -> WriteStall<I> {
+        WriteStall {
+            io,
+            limit,
+            deadline: None,
+        }
+    }
+
+    /// `r`, a write's result: progress disarms the deadline; waiting arms it, and
+    /// past it the write fails.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.deadline = None;
+            return r;
+        }
+        let limit = self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took none of its answer for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WriteStall<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteStall<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, r)
+    }
 }
 
 fn retry_later(message: &str) -> Answer {
@@ -452,25 +587,45 @@ fn health(req: &Request<Incoming>, worker: &Worker) -> Answer {
 }
 
 /// Whether `Accept` admits `application/json` (no header admits anything).
+/// Whether `Accept` admits `application/json`: no header does; otherwise the most
+/// specific range that matches it (`application/json`, then `application/*`, then
+/// `*/*`) decides, and admits it unless its `q` is 0 (RFC 9110 §12.5.1).
 fn accepts_json<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> bool {
     let mut any = false;
+    // (specificity, admitted) of the most specific matching range so far.
+    let mut best: Option<(u8, bool)> = None;
     for v in values {
         any = true;
         let Ok(v) = v.to_str() else { continue };
         for range in v.split(',') {
             let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let media = parts.next().unwrap_or("").trim();
+            let specificity = if media.eq_ignore_ascii_case("application/json") {
+                3
+            } else if media.eq_ignore_ascii_case("application/*") {
+                2
+            } else if media == "*/*" {
+                1
+            } else {
+                continue;
+            };
             let refused = parts.any(|p| {
-                let p = p.trim();
-                p.strip_prefix("q=")
-                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+                p.split_once('=').is_some_and(|(name, q)| {
+                    name.trim().eq_ignore_ascii_case("q")
+                        && q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
             });
-            if !refused && matches!(media.as_str(), "application/json" | "application/*" | "*/*") {
-                return true;
+            match best {
+                // Of equally specific ranges, one that admits it wins.
+                Some((b, admitted)) if b > specificity || (b == specificity && admitted) => {}
+                _ => best = Some((specificity, !refused)),
             }
         }
     }
-    !any
+    match best {
+        Some((_, admitted)) => admitted,
+        None => !any,
+    }
 }
 
 /// One lookup request counted in `inflight` while it lives (until its answer is
@@ -680,5 +835,68 @@ impl hyper::body::Body for Body {
             Body::Full(None) => hyper::body::SizeHint::with_exact(0),
             Body::Stream { .. } => hyper::body::SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::{Credential, HttpUser, TlsFiles};
+    use super::*;
+
+    fn accepts(values: &[&'static str]) -> bool {
+        let v: Vec<HeaderValue> = values.iter().map(|v| HeaderValue::from_static(v)).collect();
+        accepts_json(v.iter())
+    }
+
+    #[test]
+    fn the_most_specific_accept_range_decides() {
+        assert!(accepts(&[]));
+        assert!(accepts(&["application/json"]));
+        assert!(accepts(&["text/html, */*;q=0.1"]));
+        assert!(accepts(&["Application/JSON; charset=utf-8"]));
+        assert!(accepts(&["text/html", "application/*"]));
+        assert!(accepts(&["*/*;q=0, application/json"]));
+        assert!(!accepts(&["text/html"]));
+        assert!(!accepts(&["application/json;q=0, */*"]));
+        assert!(!accepts(&["application/json;q=0, application/*"]));
+        assert!(!accepts(&["application/json; Q=0"]));
+        assert!(!accepts(&["*/*;q=0.0"]));
+    }
+
+    fn user(name: &str) -> HttpUser {
+        HttpUser {
+            name: name.into(),
+            credential: Credential::Password("pw".into()),
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_listener_as_it_was_started() {
+        // Started beyond loopback with a user; the re-read file moves the listener
+        // to loopback and drops the users: that would serve anyone on the running
+        // listener, which still listens where it started.
+        let mut started = HttpSettings::new("0.0.0.0:9443".parse().expect("addr"));
+        started.users = vec![user("a")];
+        let http = HttpShared::new(started.clone()).expect("start");
+        let mut reread = HttpSettings::new("127.0.0.1:9443".parse().expect("addr"));
+        reread.allow_anonymous = true;
+        let e = http.reload(&reread).expect_err("no users beyond loopback");
+        assert!(e.to_string().contains("allow_anonymous"), "{e}");
+        assert!(http.live().users.required());
+        // Users may change; TLS stays off on a plain listener whatever the file says.
+        reread.users = vec![user("b")];
+        reread.tls = Some(TlsFiles {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+        });
+        http.reload(&reread).expect("users re-read");
+        assert!(http.live().tls.is_none());
+        // Started with allow_anonymous, beyond loopback: no users is what it was.
+        started.users.clear();
+        started.allow_anonymous = true;
+        let open = HttpShared::new(started).expect("start");
+        open.reload(&HttpSettings::new("0.0.0.0:9443".parse().expect("addr")))
+            .expect("anonymous as started");
+        assert!(!open.live().users.required());
     }
 }

@@ -678,6 +678,84 @@ fn over_max_inflight_is_told_to_retry() {
 }
 
 #[test]
+fn a_client_that_stops_reading_its_answer_is_closed_and_frees_its_place() {
+    let dir = TempDir::new("http-stall");
+    let cfg = config(
+        &dir,
+        "tls = false\nmax_inflight = 1\nidle_timeout = \"1s\"",
+        "",
+    );
+    let srv = serve(&cfg, &[]);
+    let addr = http_addr(&srv);
+    // About 30 MB of answer (hits with their context), far more than the sockets
+    // buffer: the server blocks writing it, as the client never reads.
+    let objects = vec!["gmer.com"; 100_000];
+    let mut stalled = TcpStream::connect(&addr).expect("connect");
+    stalled
+        .write_all(&post("/api/1.1/lookup", "", &lookup(&objects)))
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(500));
+    let small = post("/api/1.1/lookup", "", &lookup(&["gmer.com"]));
+    assert_eq!(
+        request(&addr, &small).status,
+        429,
+        "the stalled lookup is under way"
+    );
+    // Past idle_timeout without progress the stalled connection is closed, and its
+    // place is free again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = request(&addr, &small).status;
+        if status != 429 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status, 200);
+    // What it was sent ends early: the connection was closed mid-answer.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let _ = stalled.read_to_end(&mut got);
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(got.len() < objects.len() * 100, "{} bytes", got.len());
+}
+
+#[test]
+fn a_panicking_http_connection_is_closed_alone_and_counted() {
+    let dir = TempDir::new("http-panic");
+    let cfg = config(&dir, "tls = false", "[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let srv = serve(&cfg, &[]);
+    let addr = http_addr(&srv);
+    let fine = post("/api/1.1/lookup", "", &lookup(&["gmer.com"]));
+    let mut keep = connect(&addr);
+    keep.get_mut().write_all(&fine).expect("send");
+    assert_eq!(read_resp(&mut keep).expect("answer").status, 200);
+    for _ in 0..3 {
+        let mut c = connect(&addr);
+        c.get_mut()
+            .write_all(&post(
+                "/api/1.1/lookup",
+                "",
+                &lookup(&["tracer-fault:panic"]),
+            ))
+            .expect("send");
+        assert!(read_resp(&mut c).is_none(), "closed without an answer");
+    }
+    // The kept-alive connection and new ones are still answered.
+    keep.get_mut().write_all(&fine).expect("send");
+    assert_eq!(read_resp(&mut keep).expect("answer").status, 200);
+    assert_eq!(request(&addr, &fine).status, 200);
+    srv.wait_log("a panic while answering this HTTP connection");
+    let body = srv.metrics();
+    assert!(
+        body.contains("tracer_errors_total{reason=\"panic\"} 3"),
+        "{body}"
+    );
+}
+
+#[test]
 fn anonymous_beyond_loopback_is_refused_and_users_reload_on_sighup() {
     let dir = TempDir::new("http-users");
     std::fs::write(
