@@ -537,7 +537,10 @@ impl File {
                         .ok()
                         .filter(|p| matches!(p.scheme(), "http" | "https"))
                         .ok_or_else(|| {
-                            err(line, format!("[[feed]] url `{url}`: not an http(s) URL"))
+                            err(
+                                line,
+                                format!("[[feed]] url `{}`: not an http(s) URL", shown_url(&url)),
+                            )
                         })?;
                     if state_dir.is_none() {
                         return Err(err(line, "[[feed]] with a `url` needs `state_dir` (where downloads and their indexes are kept; systemd's StateDirectory= sets it)".into()));
@@ -564,7 +567,7 @@ impl File {
                         })
                         .collect();
                     if remote.iter().any(|r| r.name == name) {
-                        return Err(err(line, format!("[[feed]] url `{url}`: another downloaded feed is also called `{name}`; give one a different `category`")));
+                        return Err(err(line, format!("[[feed]] url `{}`: another downloaded feed is also called `{name}`; give one a different `category`", shown_url(&url))));
                     }
                     let refresh = f.refresh.map_or(Duration::from_secs(30 * 60), |d| d.0);
                     if refresh.is_zero() {
@@ -914,14 +917,25 @@ fn q(s: &str) -> String {
 fn write_headers(o: &mut String, headers: &[(String, String)]) {
     use std::fmt::Write as _;
     for (k, v) in headers {
-        let shown = if k.eq_ignore_ascii_case("authorization") {
-            mask(v).to_string()
-        } else {
+        let shown = if SHOWN_HEADERS.iter().any(|h| k.eq_ignore_ascii_case(h)) {
             q(v)
+        } else {
+            mask(v).to_string()
         };
         let _ = writeln!(o, "headers.{} = {shown}", q(k));
     }
 }
+
+/// Headers whose values `check-config` shows; any other may carry a key or a token
+/// (`Authorization`, `X-Api-Key`, …) and is masked.
+const SHOWN_HEADERS: [&str; 6] = [
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "content-type",
+    "user-agent",
+];
 
 fn mask(secret: &str) -> &'static str {
     if secret.is_empty() {
@@ -1216,12 +1230,14 @@ listen = "127.0.0.1:9100"
     #[test]
     fn enricher_urls_are_shown_without_their_credentials() {
         let r = parse(
-            "[[enricher]]\nname = \"h\"\ntype = \"http\"\nurl = \"https://svc:pa55@ti.example/v1?q={value}\"\n\n[[enricher]]\nname = \"m\"\ntype = \"misp\"\nurl = \"https://u:pa55@misp.example\"\nkey = \"k\"\n",
+            "[[enricher]]\nname = \"h\"\ntype = \"http\"\nurl = \"https://svc:pa55@ti.example/v1?q={value}&api_key=pa55\"\nheaders = { \"X-Api-Key\" = \"pa55\", \"Accept\" = \"application/json\" }\n\n[[enricher]]\nname = \"m\"\ntype = \"misp\"\nurl = \"https://u:pa55@misp.example\"\nkey = \"k\"\n",
         )
         .expect("valid");
         let shown = r.describe();
         assert!(
-            shown.contains("url = \"https://ti.example/v1?q={value}\"")
+            shown.contains("url = \"https://ti.example/v1?q={value}&api_key=********\"")
+                && shown.contains("headers.\"X-Api-Key\" = \"********\"")
+                && shown.contains("headers.\"Accept\" = \"application/json\"")
                 && shown.contains("url = \"https://misp.example\"")
                 && !shown.contains("pa55"),
             "{shown}"

@@ -149,9 +149,14 @@ fn serve(args: &cli::ServeArgs, cli: &Cli) -> anyhow::Result<()> {
     // SIGHUP re-reads the config file, with the same flags laid over it.
     let reread: Option<tracer::serve::Reread> = args.config.clone().map(|path| {
         let (args, cli) = (args.clone(), cli.clone());
+        let logging = resolved.log.clone();
         Box::new(move || {
             let mut r = tracer::config::load(&path).map_err(|e| e.to_string())?;
             args.apply(&cli, &mut r)?;
+            // Logging is set up once, at start.
+            if r.log != logging {
+                tracing::warn!("`log`, `log_file` or `log_format` changed in the configuration: it takes effect at the next restart");
+            }
             Ok((r.serve, r.plan))
         }) as tracer::serve::Reread
     });

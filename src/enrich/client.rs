@@ -61,8 +61,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A URL (or URL template) as logs and `check-config` show it: without the
-/// `user:password@` of its authority.
+/// A URL (or URL template) as logs, `check-config` and `inspect` show it: without
+/// the `user:password@` of its authority, and with the values of query parameters
+/// named like a secret (`apikey=`, `token=`, `sig=`, …) masked.
 pub fn shown_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
@@ -71,10 +72,55 @@ pub fn shown_url(url: &str) -> String {
     let authority_end = url[start..]
         .find(['/', '?', '#'])
         .map_or(url.len(), |i| start + i);
-    match url[start..authority_end].rfind('@') {
-        Some(at) => format!("{}{}", &url[..start], &url[start + at + 1..]),
-        None => url.to_string(),
+    let host_start = url[start..authority_end]
+        .rfind('@')
+        .map_or(start, |at| start + at + 1);
+    let mut shown = format!("{}{}", &url[..start], &url[host_start..authority_end]);
+    let rest = &url[authority_end..];
+    let (before_fragment, fragment) = rest.split_at(rest.find('#').unwrap_or(rest.len()));
+    match before_fragment.split_once('?') {
+        None => shown.push_str(before_fragment),
+        Some((path, query)) => {
+            shown.push_str(path);
+            shown.push('?');
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    shown.push('&');
+                }
+                match pair.split_once('=') {
+                    Some((name, value)) if secret_name(name) && !is_placeholder(value) => {
+                        shown.push_str(name);
+                        shown.push_str("=********");
+                    }
+                    _ => shown.push_str(pair),
+                }
+            }
+        }
     }
+    shown.push_str(fragment);
+    shown
+}
+
+/// A query parameter name that usually carries a secret.
+fn secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "key",
+        "token",
+        "secret",
+        "pass",
+        "auth",
+        "sig",
+        "session",
+        "credential",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
+}
+
+/// `{value}` or `{kind}`: filled in per lookup, not a secret.
+fn is_placeholder(value: &str) -> bool {
+    value.starts_with('{') && value.ends_with('}')
 }
 
 #[cfg(test)]
@@ -95,6 +141,14 @@ mod tests {
             ),
             ("https://a.example/p@q", "https://a.example/p@q"),
             ("https://a:b@c@d.example/", "https://d.example/"),
+            (
+                "https://ti.example/v1?apikey=s3cret&q={value}&format=csv",
+                "https://ti.example/v1?apikey=********&q={value}&format=csv",
+            ),
+            (
+                "https://f.example/x.csv?X-Amz-Signature=abc&Token={kind}#top",
+                "https://f.example/x.csv?X-Amz-Signature=********&Token={kind}#top",
+            ),
             ("not a url", "not a url"),
         ] {
             assert_eq!(shown_url(url), shown, "{url}");
