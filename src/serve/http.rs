@@ -14,6 +14,7 @@
 //! | `Accept` admits JSON | `406` |
 //! | the index is loaded | `425` |
 //! | fewer than `max_inflight` lookups under way | `429` + `Retry-After` |
+//! | the body fits in what is left of the bodies' budget | `429` + `Retry-After` |
 //! | body within `max_body` (announced or sent) and within `request_timeout` | `413`, `408` |
 //! | body is a JSON array of `{"object": "…"}` | `400` |
 //!
@@ -29,8 +30,14 @@
 //! `idle_timeout` (since it opened or since its last answer) is closed: idle clients
 //! and slow-header clients alike; so is one that takes none of its answer for
 //! `idle_timeout` (a client that stopped reading would otherwise hold its lookup's
-//! `max_inflight` place, and the index it answers from, for ever). Heads are bounded by hyper (`MAX_HEAD` bytes, 100
-//! headers). On shutdown each connection finishes the request under way and closes.
+//! `max_inflight` place, and the index it answers from, for ever). Heads are bounded
+//! by hyper (`MAX_HEAD` bytes, 100 headers). On shutdown each connection finishes the
+//! request under way and closes.
+//!
+//! **Memory.** Besides `max_body` per request, the bodies of all lookups under way
+//! (received, then held as their objects until answered) share [`body_budget`]
+//! bytes: a request that would go beyond is answered `429` with `Retry-After`, so
+//! `max_inflight` clients sending `max_body` each cannot exhaust the machine.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -72,6 +79,8 @@ pub struct HttpShared {
     live: Mutex<Arc<Live>>,
     /// Lookup requests under way, over all threads.
     inflight: AtomicUsize,
+    /// Body bytes the lookups under way hold, over all threads ([`body_budget`]).
+    body_bytes: AtomicUsize,
     /// Failed logins since start, over every set of users.
     failures: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -100,6 +109,7 @@ impl HttpShared {
             settings,
             live: Mutex::new(Arc::new(live)),
             inflight: AtomicUsize::new(0),
+            body_bytes: AtomicUsize::new(0),
             failures,
         })
     }
@@ -429,27 +439,35 @@ async fn route(
     if announced.is_some_and(|n| n > settings.max_body as u64) {
         return too_large();
     }
-    let body = http_body_util::Limited::new(req.into_body(), settings.max_body);
-    let body = match tokio::time::timeout(settings.request_timeout, body.collect()).await {
+    let mut inflight = inflight;
+    // What is announced is reserved at once, so a request that cannot fit is told
+    // before it is read.
+    if !inflight.reserve(announced.unwrap_or(0) as usize) {
+        return retry_later("too many request bodies held at once (4 × max_body in all)");
+    }
+    let body = match tokio::time::timeout(
+        settings.request_timeout,
+        read_body(req.into_body(), settings.max_body, &mut inflight),
+    )
+    .await
+    {
         Err(_) => {
             return error(
                 StatusCode::REQUEST_TIMEOUT,
                 "the body did not arrive within request_timeout",
             )
         }
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large()
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::OverBudget)) => {
+            return retry_later("too many request bodies held at once (4 × max_body in all)")
         }
-        Ok(Err(e)) => {
+        Ok(Err(BodyError::Read(e))) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 &format!("the body could not be read: {e}"),
             )
         }
-        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Ok(b)) => b,
     };
     let objects = match api::parse_objects(&body) {
         Ok(o) => o,
@@ -628,9 +646,17 @@ fn accepts_json<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> bool {
     }
 }
 
+/// All lookups' bodies at once, at most: four of the largest allowed.
+pub fn body_budget(settings: &HttpSettings) -> usize {
+    settings.max_body.saturating_mul(4)
+}
+
 /// One lookup request counted in `inflight` while it lives (until its answer is
-/// written, for a streamed one).
-struct Inflight(Arc<HttpShared>);
+/// written, for a streamed one), with the body bytes it holds.
+struct Inflight {
+    http: Arc<HttpShared>,
+    bytes: usize,
+}
 
 impl Inflight {
     fn take(http: &Arc<HttpShared>) -> Option<Inflight> {
@@ -638,14 +664,65 @@ impl Inflight {
             http.inflight.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Inflight(http.clone()))
+        Some(Inflight {
+            http: http.clone(),
+            bytes: 0,
+        })
+    }
+
+    /// Hold at least `total` body bytes in all (what is held already counts); false
+    /// when the bodies' budget has no room for them.
+    fn reserve(&mut self, total: usize) -> bool {
+        if total <= self.bytes {
+            return true;
+        }
+        let more = total - self.bytes;
+        let budget = body_budget(&self.http.settings);
+        let held = self.http.body_bytes.fetch_add(more, Ordering::AcqRel);
+        if held.saturating_add(more) > budget {
+            self.http.body_bytes.fetch_sub(more, Ordering::AcqRel);
+            return false;
+        }
+        self.bytes = total;
+        true
     }
 }
 
 impl Drop for Inflight {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.http.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.http.body_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
     }
+}
+
+enum BodyError {
+    TooLarge,
+    OverBudget,
+    Read(hyper::Error),
+}
+
+/// A request body, whole: at most `max`, each frame's bytes reserved first.
+async fn read_body(
+    mut body: Incoming,
+    max: usize,
+    inflight: &mut Inflight,
+) -> Result<Vec<u8>, BodyError> {
+    let mut all = Vec::with_capacity(inflight.bytes.min(max));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let total = all.len() + data.len();
+        if total > max {
+            return Err(BodyError::TooLarge);
+        }
+        if !inflight.reserve(total) {
+            return Err(BodyError::OverBudget);
+        }
+        all.extend_from_slice(&data);
+    }
+    Ok(all)
 }
 
 /// An answer being rendered: the objects, how far it got, the snapshot it answers

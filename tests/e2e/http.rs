@@ -756,6 +756,42 @@ fn a_panicking_http_connection_is_closed_alone_and_counted() {
 }
 
 #[test]
+fn bodies_held_at_once_are_bounded_in_all() {
+    let dir = TempDir::new("http-budget");
+    // Budget: 4 × max_body = 4,000 bytes.
+    let cfg = config(&dir, "tls = false\nmax_body = 1000", "");
+    let srv = serve(&cfg, &[]);
+    let addr = http_addr(&srv);
+    let fine = post("/api/1.1/lookup", "", &lookup(&["gmer.com"]));
+    // Four requests announce 1,000 bytes each and send none of them yet.
+    let mut waiting: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut c = TcpStream::connect(&addr).expect("connect");
+            c.write_all(
+                b"POST /api/1.1/lookup HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n[",
+            )
+            .expect("send");
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = request(&addr, &fine);
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // One of them gives up: its share is free again.
+    drop(waiting.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = request(&addr, &fine).status;
+        if status != 429 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 200);
+}
+
+#[test]
 fn anonymous_beyond_loopback_is_refused_and_users_reload_on_sighup() {
     let dir = TempDir::new("http-users");
     std::fs::write(
