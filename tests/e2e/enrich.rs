@@ -526,6 +526,20 @@ fn sighup_rereads_the_config_file() {
     srv.wait_log("index reloaded");
     srv.wait_log("`max_hits` changed");
     assert!(ask(&srv, &format!("domain={KNOWN_DOMAIN}")).starts_with("Category=second|"));
+    // Moving the state directory needs a restart: the whole file waits for it.
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = {:?}\n{}",
+            dir.path("elsewhere").display().to_string(),
+            text.replace("category = \"second\"", "category = \"third\"")
+        ),
+    )
+    .expect("rewrite");
+    srv.signal("HUP");
+    srv.wait_log("`state_dir` changed (from none to ");
+    assert!(ask(&srv, &format!("domain={KNOWN_DOMAIN}")).starts_with("Category=second|"));
     // A broken file changes nothing.
     std::fs::write(&cfg, "threads = \"many\"\n").expect("break");
     srv.signal("HUP");
