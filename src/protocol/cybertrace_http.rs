@@ -101,6 +101,8 @@ pub fn kinds(value: &str) -> (Kind, Option<Kind>) {
 /// One object's answer while it is being made: its feed hits now, its enrichers'
 /// hits now or later.
 pub struct Pending {
+    /// The kind the object was detected as (the first it is looked up as).
+    pub kind: Kind,
     pub feed: Vec<Hit>,
     pub enrichment: Vec<Enrichment>,
 }
@@ -128,7 +130,11 @@ pub fn look_up(
         }
         enrichment.push(snapshot.enrich_again(kind, first, value.as_bytes()));
     }
-    Pending { feed, enrichment }
+    Pending {
+        kind: first,
+        feed,
+        enrichment,
+    }
 }
 
 /// Renders the answer array, object by object.

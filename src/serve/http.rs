@@ -790,7 +790,7 @@ impl Answering {
             let lists: Vec<&[EnrichHit]> = enriched[k].iter().map(|h| &h[..]).collect();
             self.writer
                 .object(&mut out, &snap.snapshot, object, &p.feed, &lists, max_hits);
-            by_kind[api::kinds(object).0.index()] += 1;
+            by_kind[p.kind.index()] += 1;
             for &h in &p.feed {
                 snap.categories.hit(snap.snapshot.hit(h).slot);
             }
