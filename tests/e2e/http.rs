@@ -161,6 +161,26 @@ fn config(dir: &TempDir, http: &str, rest: &str) -> PathBuf {
     path
 }
 
+/// A `misp` enricher asking `up` (key `k`), with `more` settings.
+fn misp(up: &Upstream, more: &str) -> String {
+    format!(
+        "[[enricher]]\nname = \"misp\"\ntype = \"misp\"\nurl = {:?}\nkey = \"k\"\n{more}",
+        up.url()
+    )
+}
+
+/// The status of `req` once it is not `429` (a place freed), within 10 s.
+fn status_once_not_429(addr: &str, req: &[u8]) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = request(addr, req).status;
+        if status != 429 || Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn serve(cfg: &Path, args: &[&str]) -> Server {
     let mut all = vec!["--config", cfg.to_str().expect("path")];
     all.extend_from_slice(args);
@@ -473,14 +493,7 @@ fn a_domain_object_is_looked_up_as_url_and_as_domain() {
 fn an_enricher_of_every_kind_is_asked_once_about_a_domain_object() {
     let up = Upstream::start("k");
     let dir = TempDir::new("http-domain-enricher");
-    let cfg = config(
-        &dir,
-        "tls = false",
-        &format!(
-            "[[enricher]]\nname = \"misp\"\ntype = \"misp\"\nurl = {:?}\nkey = \"k\"\n",
-            up.url()
-        ),
-    );
+    let cfg = config(&dir, "tls = false", &misp(&up, ""));
     let srv = serve(&cfg, &[]);
     let addr = http_addr(&srv);
     // Looked up as a URL and as a domain: MISP (all kinds) is asked once, as a URL,
@@ -650,10 +663,7 @@ fn over_max_inflight_is_told_to_retry() {
     let cfg = config(
         &dir,
         "tls = false\nmax_inflight = 1",
-        &format!(
-            "[[enricher]]\nname = \"misp\"\ntype = \"misp\"\nurl = {:?}\nkey = \"k\"\ntimeout = \"2s\"\n",
-            up.url()
-        ),
+        &misp(&up, "timeout = \"2s\"\n"),
     );
     let srv = serve(&cfg, &[]);
     let addr = http_addr(&srv);
@@ -703,15 +713,7 @@ fn a_client_that_stops_reading_its_answer_is_closed_and_frees_its_place() {
     );
     // Past idle_timeout without progress the stalled connection is closed, and its
     // place is free again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        let status = request(&addr, &small).status;
-        if status != 429 || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(status, 200);
+    assert_eq!(status_once_not_429(&addr, &small), 200);
     // What it was sent ends early: the connection was closed mid-answer.
     stalled
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -780,15 +782,7 @@ fn bodies_held_at_once_are_bounded_in_all() {
     assert_eq!(r.header("retry-after"), Some("1"));
     // One of them gives up: its share is free again.
     drop(waiting.pop());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        let status = request(&addr, &fine).status;
-        if status != 429 || Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(status, 200);
+    assert_eq!(status_once_not_429(&addr, &fine), 200);
 }
 
 #[test]
