@@ -25,7 +25,7 @@ pub struct Sources {
     pub indexes: Vec<PathBuf>,
     pub feeds: Vec<FeedSpec>,
     /// Indexes compiled from downloaded feeds (SPEC §13): served when present; one
-    /// not downloaded yet is skipped with a warning.
+    /// not downloaded yet, or that does not open, is skipped with a warning.
     pub fetched: Vec<PathBuf>,
     /// Refuse a feed with any malformed row instead of skipping the row.
     pub strict: bool,
@@ -91,7 +91,15 @@ impl Sources {
                 tracing::warn!(file = %path.display(), "a downloaded feed is not there yet: served once its first download succeeds");
                 continue;
             }
-            let index = Index::open_with(path, IndexMode::Read)?;
+            // Written by the updater, which rebuilds or downloads again one that does
+            // not open (an older build's format, damage): the rest is served meanwhile.
+            let index = match Index::open_with(path, IndexMode::Read) {
+                Ok(index) => index,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "a downloaded feed's index does not open, skipped until it is compiled or downloaded again: {e}");
+                    continue;
+                }
+            };
             tracing::info!(
                 file = %path.display(),
                 records = index.record_count(),
@@ -126,4 +134,29 @@ fn log_summary(path: &Path, s: &FeedSummary) {
         skipped = s.skipped,
         "feed loaded"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_downloaded_index_that_does_not_open_is_skipped_and_the_rest_served() {
+        let dir = std::env::temp_dir().join(format!("tracer-sources-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let feed = dir.join("local.csv");
+        std::fs::write(&feed, "ioc,context\nlocal.example,local\n").expect("feed");
+        let damaged = dir.join("damaged.tracer");
+        std::fs::write(&damaged, b"not an index at all").expect("index");
+        let sources = Sources {
+            feeds: vec![FeedSpec::new(&feed, "ioc")],
+            fetched: vec![damaged, dir.join("not-downloaded-yet.tracer")],
+            ..Sources::default()
+        };
+        let loaded = sources.load();
+        let _ = std::fs::remove_dir_all(&dir);
+        let set = loaded.expect("the local feed is served");
+        assert_eq!(set.parts().len(), 1);
+        assert_eq!(set.record_count(), 1);
+    }
 }

@@ -6,9 +6,18 @@
 //! For each feed `NAME` the state directory holds `NAME.<ext>` (the feed as last
 //! downloaded, decompressed), `NAME.tracer` (its index, which the engine serves) and
 //! `NAME.meta.json` (where it came from, its `ETag`/`Last-Modified`, when it was
-//! fetched and last confirmed current). Every file is written under a temporary name
-//! and renamed into place, so a crash leaves the previous copy whole; a restart serves
-//! what the directory holds before any network access.
+//! fetched and last confirmed current, and fingerprints of its URL and of the compile
+//! settings the index was built with; never the URL's credentials). Every file is
+//! written under a temporary name and renamed into place, so a crash leaves the
+//! previous copy whole; a restart serves what the directory holds before any network
+//! access.
+//!
+//! An index is only trusted while it opens and was built from the configured URL
+//! with the configured settings. One that does not open (an older build's format, a
+//! damaged file) or was built with other settings is recompiled from the kept feed
+//! file at once, at start or when the configuration is re-read; when that cannot be
+//! done (no kept file, another URL, the file refused) the feed is downloaded again
+//! without validators, so a `304` cannot keep the stale index.
 //!
 //! A refresh asks with `If-None-Match`/`If-Modified-Since`; `304 Not Modified` only
 //! records that the data is current. A new body (gzip accepted, as a
@@ -17,6 +26,10 @@
 //! Anything else (no connection, a status other than 2xx/304, a truncated download,
 //! a feed that no longer parses) keeps the data served before, is logged with the
 //! age of that data, and is retried after 10 s, doubling up to `refresh`.
+//!
+//! The downloads before the first load share one deadline, [`STARTUP_DEADLINE`], so a
+//! slow feed server cannot hold back the start (and systemd's readiness); a feed not
+//! downloaded by then is left to the background refresh.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -27,7 +40,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::enrich::{client, Tls};
-use crate::index::compile::{Compiler, FeedSpec};
+use crate::index::compile::{Compiler, FeedSpec, FeedSummary};
+use crate::index::Index;
+
+/// How long the downloads before the first load may take, all together.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How many redirects a download follows.
+const MAX_REDIRECTS: usize = 5;
 
 /// A feed to download.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,12 +101,53 @@ impl RemoteFeed {
     pub fn shown_url(&self) -> String {
         client::shown_url(&self.url)
     }
+
+    /// A fingerprint of the whole URL, credentials included: tells a changed `url`
+    /// apart without keeping the secret in the state directory.
+    fn url_fingerprint(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(self.url.as_bytes())
+    }
+
+    /// A fingerprint of everything the compiled index depends on besides the feed
+    /// file (whose format follows the URL, fingerprinted apart). Debug text keeps it
+    /// short to write; should it differ between builds, that costs one recompile.
+    fn settings_fingerprint(&self) -> u64 {
+        let s = &self.spec;
+        let text = format!(
+            "{:?}",
+            (
+                &s.key,
+                s.kind,
+                &s.category,
+                s.format,
+                &s.records,
+                s.max_skipped,
+                self.strict,
+                self.allow_broad_masks,
+            )
+        );
+        xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+    }
+
+    /// Whether requests carry secrets (headers, credentials) that must not follow a
+    /// redirect to another server.
+    fn sends_secrets(&self) -> bool {
+        !self.headers.is_empty() || self.basic.is_some() || self.shown_url() != self.url
+    }
 }
 
 /// What the state directory remembers of a feed.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Meta {
+    /// Where it came from, as logs show it (without credentials).
     url: String,
+    /// [`RemoteFeed::url_fingerprint`] of the URL downloaded; `None` in files written
+    /// before it was kept (their `url` is the whole URL).
+    #[serde(default)]
+    url_xxh3: Option<u64>,
+    /// [`RemoteFeed::settings_fingerprint`] of the settings the index was built with.
+    #[serde(default)]
+    settings_xxh3: Option<u64>,
     etag: Option<String>,
     last_modified: Option<String>,
     /// When the data served was downloaded.
@@ -97,12 +158,50 @@ struct Meta {
     skipped: u64,
 }
 
+impl Meta {
+    /// Whether the kept files were downloaded from `feed`'s URL.
+    fn same_url(&self, feed: &RemoteFeed) -> bool {
+        match self.url_xxh3 {
+            Some(h) => h == feed.url_fingerprint(),
+            None => !self.url.is_empty() && self.url == feed.url,
+        }
+    }
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn from_unix(s: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(s)
+/// A time from the meta file; `None` for 0 (never) and for one past what the clock
+/// can hold (a damaged file).
+fn from_unix(s: u64) -> Option<SystemTime> {
+    (s > 0)
+        .then(|| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+        .flatten()
+}
+
+/// How long ago `s` was; `None` when unknown. A time ahead of the clock is now.
+fn age(s: u64) -> Option<Duration> {
+    from_unix(s).map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
+}
+
+/// The instant `wait` from now; a wait past what the clock holds is a year (and is
+/// cut short by anything that wakes the updater).
+fn after(wait: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// A scratch file in the state directory, removed however the code holding it ends
+/// (an error, a cancelled download); renaming it away first keeps it.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// One feed's state, as the metrics and logs show it.
@@ -156,12 +255,35 @@ pub struct Updater {
     pub status: Arc<Status>,
     /// Wakes the thread when the feeds change.
     wake: tokio::sync::Notify,
+    /// Feeds [`Updater::fetch_missing`] found (or made) current, as configured then:
+    /// the thread need not open their indexes again.
+    current_at_start: Mutex<Vec<RemoteFeed>>,
 }
 
 /// What one attempt came to.
 enum Fetched {
     NotModified,
     Updated { records: u64, skipped: u64 },
+}
+
+/// What the state directory holds for a feed, once made to fit its configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Local {
+    /// An index that opens, built from the configured URL with the configured settings.
+    Ready,
+    /// Just recompiled from the kept download: a reload serves it.
+    Rebuilt,
+    /// Nothing that fits: download without validators. `served`: an index that
+    /// opens (from another URL or other settings) is there, served until then.
+    Missing { served: bool },
+}
+
+/// When a feed is next due, for the configuration that was computed for.
+struct Due {
+    when: std::time::Instant,
+    /// Failed attempts in a row.
+    failures: u32,
+    feed: RemoteFeed,
 }
 
 impl Updater {
@@ -182,6 +304,7 @@ impl Updater {
             feeds: Mutex::new(Vec::new()),
             status: Arc::new(Status::default()),
             wake: tokio::sync::Notify::new(),
+            current_at_start: Mutex::new(Vec::new()),
         };
         updater.set_feeds(feeds);
         Ok(updater)
@@ -197,8 +320,11 @@ impl Updater {
             let present = f.index_path(&self.state_dir).exists();
             self.status.update(&f.name, |s| {
                 s.url = f.shown_url();
-                s.checked =
-                    (present && meta.checked_unix > 0).then(|| from_unix(meta.checked_unix));
+                s.checked = if present && meta.same_url(f) {
+                    from_unix(meta.checked_unix)
+                } else {
+                    None
+                };
             });
         }
         {
@@ -208,7 +334,8 @@ impl Updater {
         *self.feeds.lock().unwrap_or_else(|p| p.into_inner()) = feeds;
     }
 
-    /// Replace the feeds (a re-read configuration): new ones are fetched at once.
+    /// Replace the feeds (a re-read configuration): new ones are fetched, changed
+    /// ones recompiled or fetched, at once.
     pub fn reconfigure(&self, feeds: Vec<RemoteFeed>) {
         self.set_feeds(feeds);
         self.wake.notify_one();
@@ -218,41 +345,137 @@ impl Updater {
         self.feeds.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// What the state directory remembers of `feed` (the default when nothing).
     fn meta(&self, feed: &RemoteFeed) -> Meta {
         std::fs::read(feed.meta_path(&self.state_dir))
             .ok()
             .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
-            .filter(|m| m.url == feed.url)
             .unwrap_or_default()
     }
 
-    /// Before the first load: download the feeds that have no copy in the state
-    /// directory yet (one attempt each). One that fails is served once a later
-    /// attempt succeeds.
-    pub fn fetch_missing(&self) {
-        let missing: Vec<RemoteFeed> = self
-            .feeds()
-            .into_iter()
-            .filter(|f| !f.index_path(&self.state_dir).exists())
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!("cannot start the feed downloader: {e}");
-                return;
-            }
+    /// Make what the state directory holds for `feed` fit its configuration without
+    /// the network: an index that does not open, or was built from this URL with
+    /// other settings, is recompiled from the kept download.
+    fn prepare(&self, feed: &RemoteFeed) -> Local {
+        let meta = self.meta(feed);
+        let index = feed.index_path(&self.state_dir);
+        let opened = index
+            .exists()
+            .then(|| Index::open(&index).map(drop).map_err(|e| e.to_string()));
+        let served = matches!(opened, Some(Ok(())));
+        let why = match &opened {
+            None => "it has no index".to_string(),
+            Some(Err(e)) => format!("its index does not open: {e}"),
+            Some(Ok(())) if !meta.same_url(feed) => "its url changed".to_string(),
+            Some(Ok(())) => match meta.settings_xxh3 {
+                Some(s) if s == feed.settings_fingerprint() => return Local::Ready,
+                Some(_) => "its compile settings changed".to_string(),
+                None => "the settings its index was compiled with are not recorded".to_string(),
+            },
         };
-        rt.block_on(async {
-            for f in &missing {
-                self.attempt(f).await;
+        let kept = feed.feed_path(&self.state_dir);
+        if meta.same_url(feed) && kept.exists() {
+            match self.rebuild(feed, &meta, &kept) {
+                Ok(summary) => {
+                    tracing::info!(
+                        feed = %feed.name,
+                        file = %kept.display(),
+                        records = summary.records,
+                        skipped = summary.skipped,
+                        "feed recompiled from its kept download ({why})"
+                    );
+                    return Local::Rebuilt;
+                }
+                Err(e) => tracing::warn!(
+                    feed = %feed.name,
+                    url = %feed.shown_url(),
+                    "feed cannot be recompiled from its kept download ({why}): {e}; downloading it again"
+                ),
             }
-        });
+        } else if opened.is_some() {
+            tracing::info!(feed = %feed.name, url = %feed.shown_url(), "{why}: downloading the feed again");
+        }
+        Local::Missing { served }
+    }
+
+    /// Before the first load: make the state directory fit the configuration and
+    /// download the feeds it has nothing for (one attempt each, all together within
+    /// [`STARTUP_DEADLINE`]). One not downloaded is served once a later attempt
+    /// succeeds.
+    pub fn fetch_missing(&self) {
+        self.fetch_missing_within(STARTUP_DEADLINE);
+    }
+
+    fn fetch_missing_within(&self, limit: Duration) {
+        let mut missing = Vec::new();
+        let mut current = Vec::new();
+        for f in self.feeds() {
+            match self.prepare(&f) {
+                local @ Local::Missing { .. } => missing.push((f, local)),
+                Local::Ready | Local::Rebuilt => current.push(f),
+            }
+        }
+        if !missing.is_empty() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start the feed downloader: {e}");
+                    return;
+                }
+            };
+            let done = std::cell::RefCell::new(Vec::new());
+            rt.block_on(async {
+                let all = futures_util::future::join_all(missing.iter().map(|(f, local)| async {
+                    let (ok, _) = self.attempt(f, *local).await;
+                    done.borrow_mut().push((f.name.clone(), ok));
+                }));
+                if tokio::time::timeout(limit, all).await.is_err() {
+                    let done = done.borrow();
+                    let left: Vec<&str> = missing
+                        .iter()
+                        .map(|(f, _)| f.name.as_str())
+                        .filter(|n| !done.iter().any(|(d, _)| d == n))
+                        .collect();
+                    let reason = format!(
+                        "not downloaded within {} of starting",
+                        humantime::format_duration(limit)
+                    );
+                    for name in &left {
+                        self.status.update(name, |s| {
+                            s.failures += 1;
+                            s.last_error = Some(reason.clone());
+                        });
+                    }
+                    tracing::warn!(
+                        feeds = %left.join(", "),
+                        "feed downloads before start: {reason}; served once the background refresh downloads them"
+                    );
+                }
+            });
+            current.extend(
+                missing
+                    .into_iter()
+                    .map(|(f, _)| f)
+                    .filter(|f| done.borrow().iter().any(|(d, ok)| *ok && *d == f.name)),
+            );
+        }
+        *self
+            .current_at_start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = current;
+    }
+
+    /// Whether `fetch_missing` left `feed`, configured as it is now, current.
+    fn current_at_start(&self, feed: &RemoteFeed) -> bool {
+        let mut current = self
+            .current_at_start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let found = current.iter().position(|f| f == feed);
+        found.map(|i| current.swap_remove(i)).is_some()
     }
 
     /// Refresh the feeds until `stop` says so, calling `reload` after each swap.
@@ -276,42 +499,64 @@ impl Updater {
                     }
                 };
                 rt.block_on(async move {
-                    // When each feed is due next, and how many times in a row it failed.
-                    let mut due: BTreeMap<String, (std::time::Instant, u32)> = BTreeMap::new();
+                    let mut due: BTreeMap<String, Due> = BTreeMap::new();
                     loop {
                         if stop.borrow().is_some() {
                             return;
                         }
                         let feeds = me.feeds();
-                        let now = std::time::Instant::now();
                         due.retain(|name, _| feeds.iter().any(|f| &f.name == name));
-                        for f in &feeds {
-                            due.entry(f.name.clone()).or_insert_with(|| {
-                                // From the age of what the state directory holds.
-                                let checked = me.meta(f).checked_unix;
-                                let age = SystemTime::now()
-                                    .duration_since(from_unix(checked))
-                                    .unwrap_or_default();
-                                let present = f.index_path(&me.state_dir).exists();
-                                let wait = if present {
-                                    f.refresh.saturating_sub(age)
-                                } else {
-                                    Duration::ZERO
-                                };
-                                (now + wait, 0)
-                            });
-                        }
                         let mut changed = false;
+                        // What was found just now, for the attempts below.
+                        let mut prepared: BTreeMap<String, Local> = BTreeMap::new();
                         for f in &feeds {
-                            let Some(&(when, failures)) = due.get(&f.name) else {
-                                continue;
-                            };
-                            if when > std::time::Instant::now() {
+                            if due.get(&f.name).is_some_and(|d| d.feed == *f) {
                                 continue;
                             }
-                            let (ok, updated) = me.attempt(f).await;
+                            // New, or configured otherwise: made to fit at once, and
+                            // due when what the state directory holds is `refresh` old.
+                            let local = if me.current_at_start(f) {
+                                Local::Ready
+                            } else {
+                                me.prepare(f)
+                            };
+                            changed |= local == Local::Rebuilt;
+                            let wait = match local {
+                                Local::Missing { .. } => Duration::ZERO,
+                                Local::Ready | Local::Rebuilt => age(me.meta(f).checked_unix)
+                                    .map_or(Duration::ZERO, |a| f.refresh.saturating_sub(a)),
+                            };
+                            prepared.insert(f.name.clone(), local);
+                            due.insert(
+                                f.name.clone(),
+                                Due {
+                                    when: after(wait),
+                                    failures: 0,
+                                    feed: f.clone(),
+                                },
+                            );
+                        }
+                        for f in &feeds {
+                            let Some(failures) = due
+                                .get(&f.name)
+                                .filter(|d| d.when <= std::time::Instant::now())
+                                .map(|d| d.failures)
+                            else {
+                                continue;
+                            };
+                            // Checked again at each refresh (one open of the index):
+                            // one damaged since is rebuilt or downloaded whole.
+                            let local = match prepared.remove(&f.name) {
+                                Some(local) => local,
+                                None => {
+                                    let local = me.prepare(f);
+                                    changed |= local == Local::Rebuilt;
+                                    local
+                                }
+                            };
+                            let (ok, updated) = me.attempt(f, local).await;
                             changed |= updated;
-                            let failures = if ok { 0 } else { failures + 1 };
+                            let failures = if ok { 0 } else { failures.saturating_add(1) };
                             let wait = if ok {
                                 f.refresh
                             } else {
@@ -319,13 +564,17 @@ impl Updater {
                             };
                             due.insert(
                                 f.name.clone(),
-                                (std::time::Instant::now() + wait, failures),
+                                Due {
+                                    when: after(wait),
+                                    failures,
+                                    feed: f.clone(),
+                                },
                             );
                         }
                         if changed {
                             reload();
                         }
-                        let next = due.values().map(|(w, _)| *w).min();
+                        let next = due.values().map(|d| d.when).min();
                         let sleep = next.map_or(Duration::from_secs(3600), |w| {
                             w.saturating_duration_since(std::time::Instant::now())
                         });
@@ -340,11 +589,13 @@ impl Updater {
         Ok(())
     }
 
-    /// One attempt at a feed, logged and counted: (it worked, new data was swapped in).
-    async fn attempt(&self, feed: &RemoteFeed) -> (bool, bool) {
+    /// One attempt at a feed whose state directory is as `local` says, logged and
+    /// counted: (it worked, new data was swapped in).
+    async fn attempt(&self, feed: &RemoteFeed, local: Local) -> (bool, bool) {
         let meta = self.meta(feed);
         let started = std::time::Instant::now();
-        match self.fetch(feed, &meta).await {
+        let conditional = matches!(local, Local::Ready | Local::Rebuilt);
+        match self.fetch(feed, &meta, conditional).await {
             Ok(Fetched::NotModified) => {
                 tracing::info!(feed = %feed.name, url = %feed.shown_url(), "feed not modified (304): the data served is current");
                 self.status.update(&feed.name, |s| {
@@ -370,17 +621,16 @@ impl Updater {
                 (true, true)
             }
             Err(reason) => {
-                let served = feed.index_path(&self.state_dir).exists();
-                let age = (served && meta.checked_unix > 0).then(|| {
-                    SystemTime::now()
-                        .duration_since(from_unix(meta.checked_unix))
-                        .unwrap_or_default()
-                });
-                let still = match age {
+                let served = match local {
+                    Local::Ready | Local::Rebuilt => true,
+                    Local::Missing { served } => served,
+                };
+                let still = match served.then(|| age(meta.checked_unix)).flatten() {
                     Some(a) => format!(
                         "still serving the data confirmed {} ago",
                         humantime::format_duration(Duration::from_secs(a.as_secs()))
                     ),
+                    None if served => "still serving the data kept before".to_string(),
                     None => "nothing from it is served yet".to_string(),
                 };
                 tracing::warn!(feed = %feed.name, url = %feed.shown_url(), "feed update failed: {reason}; {still}");
@@ -394,9 +644,14 @@ impl Updater {
     }
 
     /// Download, decompress, compile and put in place; the old files stay on error.
-    async fn fetch(&self, feed: &RemoteFeed, meta: &Meta) -> Result<Fetched, String> {
+    /// `conditional`: the index fits `meta`, so its validators may be sent.
+    async fn fetch(
+        &self,
+        feed: &RemoteFeed,
+        meta: &Meta,
+        conditional: bool,
+    ) -> Result<Fetched, String> {
         let dir = &self.state_dir;
-        let index = feed.index_path(dir);
         let client = client(feed)?;
         let mut req = client.get(&feed.url);
         for (k, v) in &feed.headers {
@@ -405,7 +660,7 @@ impl Updater {
         if let Some((user, password)) = &feed.basic {
             req = req.basic_auth(user, Some(password));
         }
-        if index.exists() {
+        if conditional {
             if let Some(etag) = &meta.etag {
                 req = req.header(reqwest::header::IF_NONE_MATCH, etag);
             }
@@ -418,7 +673,7 @@ impl Updater {
             .await
             .map_err(|e| format!("request: {}", client::error_message(e)))?;
         let status = resp.status();
-        if status == reqwest::StatusCode::NOT_MODIFIED && index.exists() {
+        if status == reqwest::StatusCode::NOT_MODIFIED && conditional {
             let mut meta = meta.clone();
             meta.checked_unix = unix(SystemTime::now());
             write_meta(&feed.meta_path(dir), &meta)?;
@@ -435,21 +690,20 @@ impl Updater {
         };
         let etag = header(reqwest::header::ETAG);
         let last_modified = header(reqwest::header::LAST_MODIFIED);
-        // The body, to a temporary file.
-        let download = dir.join(format!("{}.download", feed.name));
-        let mut out =
-            std::fs::File::create(&download).map_err(|e| format!("{}: {e}", download.display()))?;
+        // The body, to a temporary file: gone on any error, and if this future is
+        // dropped (the start's deadline).
+        let download = Scratch(dir.join(format!("{}.download", feed.name)));
+        let shown = |e: std::io::Error| format!("{}: {e}", download.0.display());
+        let mut out = std::fs::File::create(&download.0).map_err(shown)?;
         let mut bytes = 0u64;
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     bytes += chunk.len() as u64;
-                    out.write_all(&chunk)
-                        .map_err(|e| format!("{}: {e}", download.display()))?;
+                    out.write_all(&chunk).map_err(shown)?;
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = std::fs::remove_file(&download);
                     return Err(format!(
                         "download cut after {bytes} bytes: {}",
                         client::error_message(e)
@@ -457,10 +711,9 @@ impl Updater {
                 }
             }
         }
+        out.flush().map_err(shown)?;
         drop(out);
-        let result = self.install(feed, &download, etag, last_modified);
-        let _ = std::fs::remove_file(&download);
-        result
+        self.install(feed, &download.0, etag, last_modified)
     }
 
     /// A downloaded body → the feed file (decompressed), its index, its meta.
@@ -473,13 +726,13 @@ impl Updater {
     ) -> Result<Fetched, String> {
         let dir = &self.state_dir;
         let final_feed = feed.feed_path(dir);
-        let new_feed = final_feed.with_extension(format!(
+        let new_feed = Scratch(final_feed.with_extension(format!(
             "{}.new",
             final_feed
                 .extension()
                 .and_then(|e| e.to_str())
                 .unwrap_or("feed")
-        ));
+        )));
         let mut head = [0u8; 2];
         let gz = std::fs::File::open(download)
             .and_then(|mut f| f.read(&mut head))
@@ -488,29 +741,68 @@ impl Updater {
         if gz {
             let src = std::fs::File::open(download).map_err(|e| e.to_string())?;
             let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(src));
-            let mut dst = std::fs::File::create(&new_feed)
-                .map_err(|e| format!("{}: {e}", new_feed.display()))?;
-            if let Err(e) = std::io::copy(&mut dec, &mut dst) {
-                let _ = std::fs::remove_file(&new_feed);
-                return Err(format!("gzip: {e}"));
-            }
+            let mut dst = std::fs::File::create(&new_feed.0)
+                .map_err(|e| format!("{}: {e}", new_feed.0.display()))?;
+            std::io::copy(&mut dec, &mut dst).map_err(|e| format!("gzip: {e}"))?;
         } else {
-            std::fs::rename(download, &new_feed)
-                .map_err(|e| format!("{}: {e}", new_feed.display()))?;
+            std::fs::rename(download, &new_feed.0)
+                .map_err(|e| format!("{}: {e}", new_feed.0.display()))?;
         }
         let now = SystemTime::now();
+        let summary = self
+            .compile(feed, &new_feed.0, now, &etag, &last_modified)
+            .map_err(|e| format!("the new data is refused: {e}"))?;
+        std::fs::rename(&new_feed.0, &final_feed)
+            .map_err(|e| format!("{}: {e}", final_feed.display()))?;
+        let meta = Meta {
+            etag,
+            last_modified,
+            fetched_unix: unix(now),
+            checked_unix: unix(now),
+            ..Meta::default()
+        };
+        write_meta(&feed.meta_path(dir), &fitted(meta, feed, &summary))?;
+        Ok(Fetched::Updated {
+            records: summary.records,
+            skipped: summary.skipped,
+        })
+    }
+
+    /// The kept download, compiled again with `feed`'s settings; `meta` keeps its
+    /// validators and times (it is the same data).
+    fn rebuild(&self, feed: &RemoteFeed, meta: &Meta, kept: &Path) -> Result<FeedSummary, String> {
+        let fetched = from_unix(meta.fetched_unix).unwrap_or_else(SystemTime::now);
+        let summary = self.compile(feed, kept, fetched, &meta.etag, &meta.last_modified)?;
+        write_meta(
+            &feed.meta_path(&self.state_dir),
+            &fitted(meta.clone(), feed, &summary),
+        )?;
+        Ok(summary)
+    }
+
+    /// Compile the feed file `source` (`feed`'s download, maybe under a temporary
+    /// name) into `feed`'s index, written atomically.
+    fn compile(
+        &self,
+        feed: &RemoteFeed,
+        source: &Path,
+        fetched: SystemTime,
+        etag: &Option<String>,
+        last_modified: &Option<String>,
+    ) -> Result<FeedSummary, String> {
+        let final_feed = feed.feed_path(&self.state_dir);
         let mut spec = feed.spec.clone();
-        spec.path = new_feed.clone();
+        spec.path = source.to_path_buf();
         if spec.category.is_none() {
             spec.category = Some(feed.name.clone());
         }
         if spec.format.is_none() {
-            // Named `…json.new`: give the reader the extension it knows.
+            // Maybe named `…json.new`: give the reader the extension it knows.
             spec.format = crate::feed::Format::detect(&final_feed)
                 .ok()
                 .filter(|_| final_feed.extension().is_some_and(|e| e != "feed"));
         }
-        let validator = match (&etag, &last_modified) {
+        let validator = match (etag, last_modified) {
             (Some(e), _) => format!(", ETag {e}"),
             (None, Some(lm)) => format!(", Last-Modified {lm}"),
             _ => String::new(),
@@ -518,38 +810,28 @@ impl Updater {
         spec.origin = Some(format!(
             "{} (downloaded {}{validator})",
             feed.shown_url(),
-            humantime::format_rfc3339_seconds(now)
+            humantime::format_rfc3339_seconds(fetched)
         ));
         let compiled = (|| {
             let mut compiler = Compiler::new(feed.strict).allow_broad_masks(feed.allow_broad_masks);
             let summary = compiler.add_feed(&spec)?;
             let sections = compiler.finish()?;
-            crate::index::storage::write_atomically(&feed.index_path(dir), &sections)?;
+            crate::index::storage::write_atomically(&feed.index_path(&self.state_dir), &sections)?;
             Ok::<_, Box<dyn std::error::Error>>(summary)
         })();
-        let summary = match compiled {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = std::fs::remove_file(&new_feed);
-                return Err(format!("the new data is refused: {e}"));
-            }
-        };
-        std::fs::rename(&new_feed, &final_feed)
-            .map_err(|e| format!("{}: {e}", final_feed.display()))?;
-        let meta = Meta {
-            url: feed.url.clone(),
-            etag,
-            last_modified,
-            fetched_unix: unix(now),
-            checked_unix: unix(now),
-            records: summary.records,
-            skipped: summary.skipped,
-        };
-        write_meta(&feed.meta_path(dir), &meta)?;
-        Ok(Fetched::Updated {
-            records: summary.records,
-            skipped: summary.skipped,
-        })
+        compiled.map_err(|e| e.to_string())
+    }
+}
+
+/// `meta` for an index just compiled from `feed` as configured now.
+fn fitted(meta: Meta, feed: &RemoteFeed, summary: &FeedSummary) -> Meta {
+    Meta {
+        url: feed.shown_url(),
+        url_xxh3: Some(feed.url_fingerprint()),
+        settings_xxh3: Some(feed.settings_fingerprint()),
+        records: summary.records,
+        skipped: summary.skipped,
+        ..meta
     }
 }
 
@@ -567,18 +849,317 @@ fn write_meta(path: &Path, meta: &Meta) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The HTTP client for a feed: its TLS settings, gzip, bounded waits.
+/// The HTTP client for a feed: its TLS settings, gzip, bounded waits, and
+/// redirects that never take its headers or credentials to another server.
 fn client(feed: &RemoteFeed) -> Result<reqwest::Client, String> {
     let ca = client::ca_certs(&feed.tls)?;
+    let secrets = feed.sends_secrets();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        match redirect_check(attempt.previous(), attempt.url(), secrets) {
+            Ok(()) => attempt.follow(),
+            Err(reason) => attempt.error(reason),
+        }
+    });
     client::builder(&feed.tls, &ca, Duration::from_secs(30))
         .read_timeout(Duration::from_secs(120))
+        .redirect(redirects)
         .build()
         .map_err(client::error_message)
+}
+
+/// Whether a download that asked `previous` (the feed's URL first) may follow a
+/// redirect to `next`. reqwest itself strips only `Authorization` and cookies on the
+/// way to another host, not a feed's own headers (`X-Api-Key`), so a feed that sends
+/// any secret stays on its scheme, host and port.
+fn redirect_check(
+    previous: &[reqwest::Url],
+    next: &reqwest::Url,
+    sends_secrets: bool,
+) -> Result<(), String> {
+    if previous.len() > MAX_REDIRECTS {
+        return Err(format!(
+            "more than {MAX_REDIRECTS} redirects (the last to {})",
+            shown_target(next)
+        ));
+    }
+    let Some(first) = previous.first() else {
+        return Ok(());
+    };
+    let origin = |u: &reqwest::Url| {
+        (
+            u.scheme().to_string(),
+            u.host_str().map(str::to_string),
+            u.port_or_known_default(),
+        )
+    };
+    if sends_secrets && origin(first) != origin(next) {
+        return Err(format!(
+            "redirect to {} refused: the feed's headers and credentials are sent only to {}",
+            shown_target(next),
+            shown_origin(first),
+        ));
+    }
+    Ok(())
+}
+
+/// A redirect target as errors show it: without credentials, and without the query
+/// (a signed URL carries its credential there).
+fn shown_target(u: &reqwest::Url) -> String {
+    format!("{}{}", shown_origin(u), u.path())
+}
+
+/// `scheme://host[:port]`.
+fn shown_origin(u: &reqwest::Url) -> String {
+    match u.port() {
+        Some(port) => format!("{}://{}:{port}", u.scheme(), u.host_str().unwrap_or("")),
+        None => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::BufRead;
+
+    fn feed(url: &str) -> RemoteFeed {
+        RemoteFeed {
+            name: "feed".into(),
+            url: url.into(),
+            refresh: Duration::from_secs(1800),
+            headers: Vec::new(),
+            basic: None,
+            tls: Tls {
+                ca_file: None,
+                verify: true,
+            },
+            spec: FeedSpec::new("", "ioc"),
+            strict: false,
+            allow_broad_masks: false,
+        }
+    }
+
+    /// A state directory of its own, removed at the end.
+    struct StateDir(PathBuf);
+
+    impl StateDir {
+        fn new(tag: &str) -> StateDir {
+            let dir =
+                std::env::temp_dir().join(format!("tracer-update-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("state dir");
+            StateDir(dir)
+        }
+    }
+
+    impl Drop for StateDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn times_past_what_the_clock_holds_are_unknown_not_a_panic() {
+        assert_eq!(from_unix(0), None);
+        assert_eq!(from_unix(u64::MAX), None);
+        assert!(from_unix(1).is_some());
+        assert_eq!(age(u64::MAX), None);
+        assert_eq!(
+            age(unix(SystemTime::now()) + 3600),
+            Some(Duration::ZERO),
+            "ahead of the clock"
+        );
+        assert!(after(Duration::MAX) > std::time::Instant::now());
+    }
+
+    #[test]
+    fn a_damaged_meta_file_does_not_stop_the_start() {
+        let dir = StateDir::new("meta");
+        let url = "http://127.0.0.1:1/feeds/feed.csv";
+        std::fs::write(dir.0.join("feed.tracer"), b"an index").expect("index");
+        std::fs::write(
+            dir.0.join("feed.meta.json"),
+            format!(
+                r#"{{"url":{url:?},"etag":null,"last_modified":null,"fetched_unix":{0},"checked_unix":{0},"records":1,"skipped":0}}"#,
+                u64::MAX
+            ),
+        )
+        .expect("meta");
+        let u = Updater::new(dir.0.clone(), vec![feed(url)]).expect("updater");
+        assert_eq!(u.status.snapshot()[0].1.checked, None);
+    }
+
+    #[test]
+    fn every_compile_setting_changes_the_fingerprint() {
+        let base = feed("http://feeds.example/f.csv");
+        let changes: [fn(&mut RemoteFeed); 8] = [
+            |f| f.spec.key = "other".into(),
+            |f| f.spec.kind = Some(crate::indicator::Kind::Url),
+            |f| f.spec.records = Some("data".into()),
+            |f| f.spec.format = Some(crate::feed::Format::Json),
+            |f| f.spec.category = Some("c".into()),
+            |f| f.spec.max_skipped = Some(3),
+            |f| f.strict = true,
+            |f| f.allow_broad_masks = true,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut f = base.clone();
+            change(&mut f);
+            assert_ne!(
+                f.settings_fingerprint(),
+                base.settings_fingerprint(),
+                "change {i}"
+            );
+        }
+        // What only the download depends on does not.
+        let mut f = base.clone();
+        f.refresh = Duration::from_secs(60);
+        f.headers = vec![("X-Api-Key".into(), "k".into())];
+        f.spec.path = PathBuf::from("elsewhere.csv");
+        f.spec.origin = Some("somewhere".into());
+        assert_eq!(f.settings_fingerprint(), base.settings_fingerprint());
+        // The URL's own, credentials included.
+        assert_ne!(
+            feed("http://u:a@feeds.example/f.csv").url_fingerprint(),
+            feed("http://u:b@feeds.example/f.csv").url_fingerprint()
+        );
+    }
+
+    #[test]
+    fn the_state_directory_is_made_to_fit_the_configuration() {
+        let dir = StateDir::new("fit");
+        // As an older build left it: the whole URL in the meta file, no fingerprints.
+        let url = "http://feeder:s3cret@127.0.0.1:1/feeds/feed.csv";
+        std::fs::write(
+            dir.0.join("feed.csv"),
+            "ioc,alt\nfeed.example,alt.example\n",
+        )
+        .expect("feed");
+        std::fs::write(
+            dir.0.join("feed.meta.json"),
+            format!(
+                r#"{{"url":{url:?},"etag":"\"e1\"","last_modified":null,"fetched_unix":1700000000,"checked_unix":1700000000,"records":1,"skipped":0}}"#
+            ),
+        )
+        .expect("meta");
+        let f = feed(url);
+        let u = Updater::new(dir.0.clone(), vec![f.clone()]).expect("updater");
+        assert_eq!(u.prepare(&f), Local::Rebuilt);
+        let meta = std::fs::read_to_string(dir.0.join("feed.meta.json")).expect("meta");
+        assert!(
+            !meta.contains("s3cret")
+                && meta.contains("\"http://127.0.0.1:1/feeds/feed.csv\"")
+                && meta.contains("e1"),
+            "{meta}"
+        );
+        assert_eq!(u.prepare(&f), Local::Ready);
+        // Other settings: compiled again from the kept download.
+        let mut g = f.clone();
+        g.spec.key = "alt".into();
+        assert_eq!(u.prepare(&g), Local::Rebuilt);
+        assert_eq!(u.prepare(&g), Local::Ready);
+        // An index that does not open: compiled again.
+        std::fs::write(dir.0.join("feed.tracer"), b"damaged").expect("damage");
+        assert_eq!(u.prepare(&g), Local::Rebuilt);
+        // Settings the kept download does not fit: downloaded again, the index that
+        // opens served meanwhile.
+        let mut h = g.clone();
+        h.spec.key = "no such column".into();
+        h.strict = true;
+        assert_eq!(u.prepare(&h), Local::Missing { served: true });
+        // Another URL: downloaded.
+        let other = feed("http://127.0.0.1:1/other/feed.csv");
+        assert_eq!(u.prepare(&other), Local::Missing { served: true });
+        // Neither index nor download.
+        std::fs::remove_file(dir.0.join("feed.tracer")).expect("remove");
+        std::fs::remove_file(dir.0.join("feed.csv")).expect("remove");
+        assert_eq!(u.prepare(&g), Local::Missing { served: false });
+    }
+
+    #[test]
+    fn the_downloads_before_start_stop_at_their_deadline() {
+        // A feed server that sends the start of a body and then nothing.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let Ok(r) = s.try_clone() else { continue };
+                let mut r = std::io::BufReader::new(r);
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let _ =
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nioc,context\n");
+                held.push(s);
+            }
+        });
+        let dir = StateDir::new("deadline");
+        let u = Updater::new(
+            dir.0.clone(),
+            vec![feed(&format!("http://{addr}/feeds/feed.csv"))],
+        )
+        .expect("updater");
+        let started = std::time::Instant::now();
+        u.fetch_missing_within(Duration::from_millis(500));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!dir.0.join("feed.download").exists());
+        let (_, status) = &u.status.snapshot()[0];
+        assert_eq!(status.failures, 1);
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("not downloaded within 500ms")),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn redirects_keep_a_feeds_secrets_on_its_server() {
+        let u = |s: &str| reqwest::Url::parse(s).expect("url");
+        let first = [u("https://feeds.example/f.csv")];
+        assert!(redirect_check(&first, &u("https://feeds.example/g.csv"), true).is_ok());
+        assert!(redirect_check(&first, &u("https://feeds.example:443/g.csv"), true).is_ok());
+        for other in [
+            "https://cdn.example/f.csv",
+            "http://feeds.example/f.csv",
+            "https://feeds.example:8443/f.csv",
+        ] {
+            let e = redirect_check(&first, &u(other), true).expect_err(other);
+            assert!(
+                e.contains("refused") && e.contains("https://feeds.example"),
+                "{e}"
+            );
+            assert!(redirect_check(&first, &u(other), false).is_ok(), "{other}");
+        }
+        let e = redirect_check(
+            &first,
+            &u("https://user:pw@cdn.example/f.csv?sig=t0k"),
+            true,
+        )
+        .expect_err("another host");
+        assert!(
+            e.contains("redirect to https://cdn.example/f.csv refused")
+                && !e.contains("pw")
+                && !e.contains("t0k"),
+            "{e}"
+        );
+        let hops: Vec<_> = (0..=MAX_REDIRECTS)
+            .map(|i| u(&format!("https://feeds.example/{i}")))
+            .collect();
+        let next = u("https://feeds.example/next");
+        assert!(redirect_check(&hops[..MAX_REDIRECTS], &next, false).is_ok());
+        assert!(
+            redirect_check(&hops, &next, false).is_err_and(|e| e.contains("more than 5 redirects"))
+        );
+        assert!(feed("http://u:p@feeds.example/f.csv").sends_secrets());
+        let mut f = feed("http://feeds.example/f.csv");
+        assert!(!f.sends_secrets());
+        f.headers = vec![("X-Api-Key".into(), "k".into())];
+        assert!(f.sends_secrets());
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_refresh() {

@@ -35,6 +35,8 @@ struct State {
     not_modified: AtomicU64,
     /// Headers a request must carry, else `401 Unauthorized`.
     required: Mutex<Vec<(&'static str, &'static str)>>,
+    /// Answer `302 Found` to this URL instead (checked before `required`).
+    redirect: Mutex<Option<String>>,
 }
 
 /// A feed server (lives as long as the test process).
@@ -70,6 +72,7 @@ impl FeedServer {
             conditional: AtomicU64::new(0),
             not_modified: AtomicU64::new(0),
             required: Mutex::new(Vec::new()),
+            redirect: Mutex::new(None),
         });
         let st = state.clone();
         std::thread::spawn(move || {
@@ -132,6 +135,14 @@ async fn answer(
         *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
         r
     };
+    if let Some(to) = st.redirect.lock().expect("redirect").clone() {
+        let mut r = reply(302, Vec::new());
+        r.headers_mut().insert(
+            hyper::header::LOCATION,
+            hyper::header::HeaderValue::from_str(&to).expect("location"),
+        );
+        return Ok(r);
+    }
     let required = st.required.lock().expect("required").clone();
     if required.iter().any(|(k, v)| {
         req.headers()
@@ -164,12 +175,16 @@ async fn answer(
 }
 
 fn config(dir: &TempDir, feeds: &FeedServer, extra: &str) -> std::path::PathBuf {
+    config_for(dir, &feeds.url(), "1s", extra)
+}
+
+/// A configuration with one feed from `url`, refreshed every `refresh`.
+fn config_for(dir: &TempDir, url: &str, refresh: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.path("tracer.toml");
     std::fs::write(
         &path,
         format!(
-            "state_dir = \"state\"\n\n[[feed]]\nurl = {:?}\nkey = \"ioc\"\nrefresh = \"1s\"\n{extra}\n",
-            feeds.url()
+            "state_dir = \"state\"\n\n[[feed]]\nurl = {url:?}\nkey = \"ioc\"\nrefresh = \"{refresh}\"\n{extra}\n"
         ),
     )
     .expect("config");
@@ -192,7 +207,12 @@ fn serve(cfg: &std::path::Path) -> Server {
 
 /// The `context` the server answers for `feed.example` (`None`: a miss).
 fn context(srv: &Server) -> Option<String> {
-    let a = exchange(srv, b"url=feed.example\n", 1);
+    context_of(srv, "feed.example")
+}
+
+/// The `context` the server answers for `url=<value>` (`None`: a miss).
+fn context_of(srv: &Server, value: &str) -> Option<String> {
+    let a = exchange(srv, format!("url={value}\n").as_bytes(), 1);
     a.split("|context=")
         .nth(1)
         .map(|r| r.trim_end_matches("\nLookupFinished\n").to_string())
@@ -405,4 +425,174 @@ fn feed_source_settings_are_checked() {
         !shown.contains("pw-s3cr3t") && !shown.contains("t0k"),
         "{shown}"
     );
+}
+
+/// Make `state/feed.tracer` unreadable to this build: another format version, as an
+/// index written by an older build has.
+fn age_the_index(dir: &TempDir) {
+    let path = dir.path("state/feed.tracer");
+    let mut bytes = std::fs::read(&path).expect("index");
+    bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&path, bytes).expect("write index");
+}
+
+#[test]
+fn an_index_that_does_not_open_is_rebuilt_from_the_kept_download() {
+    let feeds = FeedServer::start("ioc,context\nfeed.example,kept\n");
+    let dir = TempDir::new("sources-rebuild");
+    let cfg = config(&dir, &feeds, "");
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("kept"));
+    drop(srv);
+    age_the_index(&dir);
+    // No network: the feed file kept in the state directory is all there is.
+    feeds.set(Mode::Hangup);
+    let srv = serve(&cfg);
+    srv.wait_log("recompiled from its kept download");
+    assert_eq!(context(&srv).as_deref(), Some("kept"));
+    let o = tracer(&[
+        "inspect",
+        dir.path("state/feed.tracer").to_str().expect("path"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn an_index_that_does_not_open_without_its_download_is_downloaded_again_unconditionally() {
+    let feeds = FeedServer::start("ioc,context\nfeed.example,v1\n");
+    let dir = TempDir::new("sources-redownload");
+    let cfg = config_for(&dir, &feeds.url(), "1h", "");
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("v1"));
+    drop(srv);
+    std::fs::write(dir.path("state/feed.tracer"), b"damaged").expect("damage");
+    std::fs::remove_file(dir.path("state/feed.csv")).expect("remove the kept download");
+    let (asked, conditional) = (
+        feeds.requests(),
+        feeds.state.conditional.load(Ordering::SeqCst),
+    );
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("v1"));
+    // Asked again, without the ETag that would have got a 304.
+    assert_eq!(feeds.requests(), asked + 1);
+    assert_eq!(feeds.state.conditional.load(Ordering::SeqCst), conditional);
+}
+
+#[test]
+fn a_downloaded_index_that_does_not_open_is_skipped_and_the_other_feeds_served() {
+    let feeds = FeedServer::start("ioc,context\nfeed.example,v1\n");
+    let dir = TempDir::new("sources-skip");
+    let local = dir.path("local.csv");
+    std::fs::write(&local, "ioc,context\nlocal.example,local\n").expect("local feed");
+    let cfg = config(
+        &dir,
+        &feeds,
+        &format!("\n[[feed]]\npath = {local:?}\nkey = \"ioc\"\n"),
+    );
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("v1"));
+    drop(srv);
+    std::fs::write(dir.path("state/feed.tracer"), b"damaged").expect("damage");
+    std::fs::remove_file(dir.path("state/feed.csv")).expect("remove the kept download");
+    feeds.set(Mode::Hangup);
+    let srv = serve(&cfg);
+    assert_eq!(context_of(&srv, "local.example").as_deref(), Some("local"));
+    assert_eq!(context(&srv), None);
+    srv.wait_log("feed.tracer");
+    srv.wait_log("does not open");
+    // Back once the feed server answers again.
+    feeds.set(Mode::Normal);
+    wait_until("v1 served again", || context(&srv).as_deref() == Some("v1"));
+    assert_eq!(context_of(&srv, "local.example").as_deref(), Some("local"));
+}
+
+#[test]
+fn changed_compile_settings_apply_at_once_on_sighup_and_at_a_restart() {
+    // A server that answers 304 to the ETag it gave: a change must not wait for it.
+    let feeds = FeedServer::start("ioc,alt,context\nfeed.example,other.example,v1\n");
+    let dir = TempDir::new("sources-settings");
+    let cfg = config_for(&dir, &feeds.url(), "1h", "");
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("v1"));
+    assert_eq!(context_of(&srv, "other.example"), None);
+    let asked = feeds.requests();
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(&cfg, text.replace("key = \"ioc\"", "key = \"alt\"")).expect("rewrite");
+    srv.signal("HUP");
+    wait_until("the new key served", || {
+        context_of(&srv, "other.example").as_deref() == Some("v1")
+    });
+    assert_eq!(context(&srv), None);
+    // Recompiled from the kept download, not downloaded again.
+    assert_eq!(feeds.requests(), asked);
+    drop(srv);
+    // A restart with other settings, the feed server down.
+    std::fs::write(&cfg, text).expect("rewrite");
+    feeds.set(Mode::Hangup);
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("v1"));
+    assert_eq!(context_of(&srv, "other.example"), None);
+}
+
+#[test]
+fn a_changed_url_is_downloaded_at_once_on_sighup() {
+    let first = FeedServer::start("ioc,context\nfeed.example,first\n");
+    let second = FeedServer::start("ioc,context\nfeed.example,second\n");
+    let dir = TempDir::new("sources-new-url");
+    let cfg = config_for(&dir, &first.url(), "1h", "");
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("first"));
+    config_for(&dir, &second.url(), "1h", "");
+    srv.signal("HUP");
+    wait_until("the new URL served", || {
+        context(&srv).as_deref() == Some("second")
+    });
+    assert_eq!(second.state.conditional.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn credentials_in_the_url_are_not_written_to_the_state_directory() {
+    let feeds = FeedServer::start("ioc,context\nfeed.example,secret-feed\n");
+    // feeder:s3cret-pw
+    *feeds.state.required.lock().expect("required") =
+        vec![("authorization", "Basic ZmVlZGVyOnMzY3JldC1wdw==")];
+    let dir = TempDir::new("sources-url-secret");
+    let url = format!("http://feeder:s3cret-pw@{}/feeds/feed.csv", feeds.addr);
+    let srv = serve(&config_for(&dir, &url, "1h", ""));
+    assert_eq!(context(&srv).as_deref(), Some("secret-feed"));
+    let meta = std::fs::read_to_string(dir.path("state/feed.meta.json")).expect("meta");
+    assert!(
+        meta.contains(&feeds.url()) && !meta.contains("s3cret-pw"),
+        "{meta}"
+    );
+    let index = std::fs::read(dir.path("state/feed.tracer")).expect("index");
+    assert!(!index.windows(9).any(|w| w == b"s3cret-pw"));
+}
+
+#[test]
+fn headers_are_not_sent_along_a_redirect_to_another_host() {
+    let elsewhere = FeedServer::start("ioc,context\nfeed.example,elsewhere\n");
+    let feeds = FeedServer::start("");
+    *feeds.state.redirect.lock().expect("redirect") = Some(elsewhere.url());
+    let dir = TempDir::new("sources-redirect");
+    let cfg = config(
+        &dir,
+        &feeds,
+        "headers = { \"X-Api-Key\" = \"k3y-from-config\" }",
+    );
+    let srv = serve(&cfg);
+    srv.wait_log("feed update failed");
+    let log = srv.log();
+    assert!(
+        log.contains(&format!("redirect to {} refused", elsewhere.url())),
+        "{log}"
+    );
+    assert_eq!(elsewhere.requests(), 0);
+    assert_eq!(context(&srv), None);
+    // Without headers or credentials the redirect is followed.
+    config(&dir, &feeds, "");
+    srv.signal("HUP");
+    wait_until("the redirect followed", || {
+        context(&srv).as_deref() == Some("elsewhere")
+    });
 }
