@@ -228,6 +228,13 @@ struct Cached {
 /// Failures logged at most once per this long per enricher (with the count since).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Calls started and not finished (waiting for one of `concurrency` slots, or
+/// under way), at most this many per slot: beyond, a lookup that would start one more
+/// is answered at once without this enricher's hits (counted as `busy`). One line of
+/// thousands of indicators, or a flood of new values, cannot queue tasks without
+/// bound; they would time out waiting anyway.
+const QUEUED_PER_SLOT: usize = 64;
+
 /// Hits kept per cached answer at most (the answer shows at most `--max-hits` of them
 /// anyway): bounds what one upstream answer can make the cache hold.
 const MAX_CACHED_HITS: usize = 1024;
@@ -292,6 +299,10 @@ impl<U: Upstream> Remote<U> {
             match inflight.get(&key) {
                 Some(rx) => rx.clone(),
                 None => {
+                    if inflight.len() >= s.common.concurrency.max(1) * QUEUED_PER_SLOT {
+                        s.stats.errors[Failure::Busy as usize].fetch_add(1, Ordering::Relaxed);
+                        return Answer::Ready(none());
+                    }
                     if !s.breaker.admit() {
                         s.stats.skipped.fetch_add(1, Ordering::Relaxed);
                         return Answer::Ready(none());
@@ -328,12 +339,40 @@ impl<U: Upstream> Remote<U> {
     }
 }
 
+/// A call's place in the in-flight table, left however the call ends: answered, or
+/// cancelled or panicking (then its waiters see the channel close, and a probe it
+/// was lets the next lookup probe again), so no value is left joining a dead call.
+struct Place<U: Upstream> {
+    s: Arc<Shared<U>>,
+    key: Key,
+    answered: bool,
+}
+
+impl<U: Upstream> Drop for Place<U> {
+    fn drop(&mut self) {
+        self.s
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+        if !self.answered {
+            self.s.breaker.abandon_probe();
+        }
+    }
+}
+
 /// One upstream call: answers its waiters, fills the cache, leaves the in-flight table.
 async fn call<U: Upstream>(
     s: Arc<Shared<U>>,
     key: Key,
     tx: tokio::sync::watch::Sender<Option<Hits>>,
 ) {
+    let mut place = Place {
+        s: s.clone(),
+        key,
+        answered: false,
+    };
+    let key = &place.key;
     let deadline = Instant::now() + s.common.timeout;
     let result = async {
         let _permit = tokio::time::timeout_at(deadline.into(), s.permits.clone().acquire_owned())
@@ -390,10 +429,7 @@ async fn call<U: Upstream>(
         }
     };
     let _ = tx.send(Some(hits));
-    s.inflight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&key);
+    place.answered = true;
 }
 
 fn log_failure<U>(s: &Shared<U>, e: &Error) {
@@ -417,6 +453,82 @@ fn log_failure<U>(s: &Shared<U>, e: &Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An upstream that panics on `boom` and never answers anything else.
+    struct Odd;
+
+    impl Upstream for Odd {
+        fn call(
+            &self,
+            _: Kind,
+            value: &[u8],
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<EnrichHit>, Error>>>> {
+            let boom = value == b"boom";
+            Box::pin(async move {
+                assert!(!boom, "an upstream bug");
+                std::future::pending().await
+            })
+        }
+    }
+
+    fn on_one_thread(f: impl Future<Output = ()>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        tokio::task::LocalSet::new().block_on(&rt, f);
+    }
+
+    async fn wait(a: Answer) -> Hits {
+        match a {
+            Answer::Ready(h) => h,
+            Answer::Pending(f) => f.await,
+        }
+    }
+
+    #[test]
+    fn a_call_that_panics_leaves_no_dead_entry_behind() {
+        on_one_thread(async {
+            let common = Common {
+                timeout: Duration::from_millis(50),
+                ..Common::default()
+            };
+            let r = Remote::new("odd", &common, Odd);
+            for n in 1..=2 {
+                assert!(wait(r.lookup(Kind::Url, b"boom")).await.is_empty());
+                // A second lookup starts a new call: it does not join the dead one.
+                assert_eq!(r.stats().calls.load(Ordering::Relaxed), n);
+            }
+        });
+    }
+
+    #[test]
+    fn calls_queued_for_a_slot_are_bounded() {
+        on_one_thread(async {
+            let common = Common {
+                concurrency: 1,
+                timeout: Duration::from_secs(30),
+                ..Common::default()
+            };
+            let r = Remote::new("slow", &common, Odd);
+            let mut waiting = Vec::new();
+            for i in 0..QUEUED_PER_SLOT {
+                match r.lookup(Kind::Url, format!("v{i}").as_bytes()) {
+                    Answer::Pending(f) => waiting.push(f),
+                    Answer::Ready(_) => panic!("call {i} was not started"),
+                }
+            }
+            // One more new value: answered at once, without hits, counted as busy.
+            match r.lookup(Kind::Url, b"one more") {
+                Answer::Ready(h) => assert!(h.is_empty()),
+                Answer::Pending(_) => panic!("queued beyond the bound"),
+            }
+            let busy = &r.stats().errors[Failure::Busy as usize];
+            assert_eq!(busy.load(Ordering::Relaxed), 1);
+            // A value already asked about joins its call, bound or not.
+            assert!(matches!(r.lookup(Kind::Url, b"v0"), Answer::Pending(_)));
+        });
+    }
 
     #[test]
     fn breaker_opens_after_failures_probes_after_cooldown_and_closes() {
