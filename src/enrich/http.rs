@@ -334,6 +334,36 @@ fn url_encode(value: &[u8]) -> String {
     out
 }
 
+/// Largest answer body read from an upstream (after gzip): one lookup's answer, a
+/// few hundred records at most in practice; a larger one is refused, not buffered.
+const MAX_ANSWER: usize = 16 << 20;
+
+/// The whole answer body, at most [`MAX_ANSWER`] bytes.
+async fn read_answer(mut resp: reqwest::Response) -> Result<Vec<u8>, Error> {
+    let too_large = || {
+        Error::new(
+            Failure::BadAnswer,
+            format!("the answer is larger than {} MiB", MAX_ANSWER >> 20),
+        )
+    };
+    if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        Error::new(
+            Failure::BadAnswer,
+            format!("reading the answer: {}", client::error_message(e)),
+        )
+    })? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl Upstream for Http {
     fn call(
         &self,
@@ -352,12 +382,7 @@ impl Upstream for Http {
                 Error::new(failure, client::error_message(e))
             })?;
             let status = resp.status();
-            let body = resp.bytes().await.map_err(|e| {
-                Error::new(
-                    Failure::BadAnswer,
-                    format!("reading the answer: {}", client::error_message(e)),
-                )
-            })?;
+            let body = read_answer(resp).await?;
             if !status.is_success() {
                 let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
                 return Err(Error::new(

@@ -510,6 +510,23 @@ fn an_enricher_of_every_kind_is_asked_once_about_a_domain_object() {
 }
 
 #[test]
+fn an_upstream_answer_too_large_to_keep_is_refused() {
+    let up = Upstream::start("k");
+    up.set(Mode::Huge);
+    let dir = TempDir::new("http-huge-upstream");
+    let cfg = config(&dir, "tls = false", &misp(&up, "timeout = \"10s\"\n"));
+    let srv = serve(&cfg, &[]);
+    let addr = http_addr(&srv);
+    let r = request(&addr, &post("/api/1.1/lookup", "", &lookup(&["gmer.com"])));
+    let v = r.json();
+    // The feed hit is there; the enricher's 32 MiB answer was refused, not read.
+    let cats = v[0]["categories"].as_array().expect("categories");
+    assert!(cats.iter().all(|c| c["category"] != "misp"), "{v}");
+    assert!(!cats.is_empty(), "{v}");
+    srv.wait_log("the answer is larger than 16 MiB");
+}
+
+#[test]
 fn keep_alive_pipelining_http10_and_ten_thousand_objects() {
     let dir = TempDir::new("http-conn");
     let cfg = config(&dir, "tls = false", "");

@@ -1,8 +1,8 @@
 //! A MISP-like upstream for the enricher tests: `POST /attributes/restSearch` with a
 //! JSON filter, answered with MISP's attribute JSON (several attributes, tags, the
 //! nested `Event`). It checks the `Authorization` header, counts calls, and can be
-//! told to be slow, to fail with 500, to answer something that is not JSON, or to
-//! hang.
+//! told to be slow, to fail with 500, to answer something that is not JSON or far
+//! too large, or to hang.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +26,8 @@ pub enum Mode {
     BadJson,
     /// Never answer.
     Hang,
+    /// `200` with 32 MiB of JSON.
+    Huge,
 }
 
 pub struct State {
@@ -153,6 +155,12 @@ async fn answer(
         Mode::Fail => return Ok(reply(500, r#"{"message":"Internal error"}"#)),
         Mode::BadJson => return Ok(reply(200, "<html>maintenance</html>")),
         Mode::Hang => std::future::pending::<()>().await,
+        Mode::Huge => {
+            let mut body = br#"{"response":{"Attribute":["#.to_vec();
+            body.resize(body.len() + (32 << 20), b' ');
+            body.extend_from_slice(b"]}}");
+            return Ok(reply(200, body));
+        }
         Mode::Slow(d) => tokio::time::sleep(d).await,
         Mode::Normal => {}
     }
