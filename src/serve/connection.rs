@@ -449,7 +449,10 @@ impl<T: Transport> Ctx<'_, T> {
                 snap: snap.clone(),
                 done: false,
             };
-            let progress = self.answer(&p.snap, &p.text, &mut p.state, &mut p.out, usize::MAX);
+            // Up to the output bound: the rest of a long answer is made when its
+            // turn comes (`flush_parked` resumes it), so parked lines hold at most
+            // about `PARK_BYTES` + `OUT_HIGH`.
+            let progress = self.answer(&p.snap, &p.text, &mut p.state, &mut p.out, OUT_HIGH);
             p.done = progress == Progress::Done;
             if p.done {
                 self.finish(&p.text, p.state.outcome(), p.out.len());
