@@ -5,7 +5,18 @@
 //! - value `crash`: exits at once (status 3), answering nothing;
 //! - value `garbage`: writes a line that is not an answer;
 //! - value `quiet`: answers nothing for that request (the caller's timeout);
-//! - with `--reverse`: answers requests in pairs, the second one first.
+//! - value `hang`: stops reading and answering altogether, alive (a wedged helper);
+//! - value `endless`: writes 64 MiB without a newline on its output, then as `hang`;
+//! - value `shout`: writes a 2 MiB line on its standard error, then a line
+//!   `still talking`, then answers as usual;
+//! - with `--reverse`: answers requests in pairs, the second one first;
+//! - with `--slow MS`: one request at a time, single-threaded as many scripts are:
+//!   reads a request, waits MS ms, answers, only then reads the next; every answer
+//!   carries `"answered":N` (answers written so far, this one included) and a
+//!   128 KiB `pad` outside the hit, so writing it waits on tracer reading.
+//!
+//! A helper that stops reading (`hang`, `endless`) exits once tracer is gone, so
+//! a test that fails leaves no process behind.
 //!
 //! Standard library only; `cargo test` builds it with the other examples.
 
@@ -14,7 +25,16 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 fn main() {
-    let reverse = std::env::args().any(|a| a == "--reverse");
+    let args: Vec<String> = std::env::args().collect();
+    let reverse = args.iter().any(|a| a == "--reverse");
+    if let Some(ms) = args
+        .iter()
+        .position(|a| a == "--slow")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|ms| ms.parse().ok())
+    {
+        return slow(Duration::from_millis(ms));
+    }
     let (tx, rx) = mpsc::channel::<(u64, String)>();
     let writer = std::thread::spawn(move || {
         let stdout = std::io::stdout();
@@ -71,6 +91,27 @@ fn main() {
                 let _ = out.flush();
             }
             "quiet" => {}
+            "hang" => wait_for_tracer_to_go(),
+            "endless" => {
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut out = std::io::stdout().lock();
+                for _ in 0..1024 {
+                    if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+                        std::process::exit(0);
+                    }
+                }
+                wait_for_tracer_to_go();
+            }
+            "shout" => {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(&vec![b'y'; 2 * 1024 * 1024]);
+                let _ = writeln!(err);
+                let _ = writeln!(err, "still talking");
+                let _ = err.flush();
+                if tx.send((id, value)).is_err() {
+                    break;
+                }
+            }
             _ => {
                 if tx.send((id, value)).is_err() {
                     break;
@@ -80,6 +121,43 @@ fn main() {
     }
     drop(tx);
     let _ = writer.join();
+}
+
+/// `--slow`: read a request, wait, answer, then read the next.
+fn slow(delay: Duration) {
+    let pid = std::process::id();
+    let pad = "p".repeat(128 * 1024);
+    let mut answered = 0u64;
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let (Some(id), Some(value)) = (field(&line, "\"id\":"), field(&line, "\"value\":")) else {
+            continue;
+        };
+        std::thread::sleep(delay);
+        answered += 1;
+        let value = json_string(value.trim().trim_matches('"'));
+        let mut out = std::io::stdout().lock();
+        let written = writeln!(
+            out,
+            r#"{{"id":{},"hits":[{{"category":"faulty","context":{{"seen":{value},"answered":{answered},"pid":{pid}}}}}],"pad":"{pad}"}}"#,
+            id.trim()
+        )
+        .and_then(|()| out.flush());
+        if written.is_err() {
+            break;
+        }
+    }
+}
+
+/// Neither read nor answer any more; exit once tracer (the parent) is gone.
+fn wait_for_tracer_to_go() -> ! {
+    let parent = std::os::unix::process::parent_id();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(0);
+        }
+    }
 }
 
 /// The text after `key` up to the next `,` or `}` (tracer writes flat objects whose

@@ -12,15 +12,31 @@
 //! and wait for the answer. A helper that exits or writes something that is not an
 //! answer is restarted after a pause (1 s, doubling to 30 s while it keeps failing);
 //! the requests it had in flight end without hits.
+//!
+//! Nothing a helper does can wedge tracer or grow its memory without bound:
+//! - its output is read while its input is written (one task selects on both, and
+//!   writes only what the pipe takes), so a helper blocked on writing answers is
+//!   never left waiting on tracer blocked on writing requests;
+//! - a request whose caller gave up (timeout) before it could be written is
+//!   dropped, not written;
+//! - each helper's queue holds `concurrency` requests (as many as can be waited on
+//!   at once); when the queues of the helpers that are up are full, a lookup fails
+//!   at once, counted as a helper failure;
+//! - a helper whose oldest unanswered request is older than [`STALL_TIMEOUTS`]
+//!   timeouts is killed and restarted: it is wedged, or answers so late that no one
+//!   waits for its answers any more;
+//! - output lines are read up to [`MAX_ANSWER`] bytes (a longer one is garbage),
+//!   standard error lines up to [`MAX_LOG_LINE`] (the rest of a longer one is not
+//!   logged).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use super::http::RemoteEnricher;
@@ -50,6 +66,25 @@ struct Job {
 /// Requests waiting in the channel to the supervisor at most (then: busy).
 const QUEUE: usize = 4096;
 
+/// A helper whose oldest unanswered request is older than this many timeouts is
+/// killed and restarted.
+const STALL_TIMEOUTS: u32 = 4;
+
+/// ... but never sooner than this (a tiny `timeout` should not make every
+/// hiccup a restart).
+const MIN_STALL: Duration = Duration::from_secs(1);
+
+/// The longest answer line read from a helper; a longer one is garbage.
+const MAX_ANSWER: usize = 1024 * 1024;
+
+/// The longest line of a helper's standard error logged; the rest of it is not.
+const MAX_LOG_LINE: usize = 4 * 1024;
+
+/// Requests taken from a helper's queue at once, up to about this many bytes (one
+/// write for many small requests). A request taken is written even if its caller
+/// gives up meanwhile; small batches keep those few.
+const WRITE_BATCH: usize = 8 * 1024;
+
 pub fn build(spec: &Spec) -> Result<Arc<dyn Enricher>, BuildError> {
     let Type::Exec(exec) = &spec.kind else {
         return Err(BuildError::Invalid {
@@ -70,6 +105,8 @@ pub fn build(spec: &Spec) -> Result<Arc<dyn Enricher>, BuildError> {
         dir: exec.dir.clone(),
         processes: exec.processes.max(1),
         category: spec.category(),
+        queue: spec.common.concurrency.max(1),
+        stall: (spec.common.timeout * STALL_TIMEOUTS).max(MIN_STALL),
     };
     std::thread::Builder::new()
         .name(format!("tracer-exec-{}", spec.name))
@@ -126,6 +163,16 @@ struct Supervisor {
     dir: Option<std::path::PathBuf>,
     processes: usize,
     category: String,
+    /// Requests waiting for each helper at most (`concurrency`).
+    queue: usize,
+    /// A request left unanswered this long marks its helper as wedged.
+    stall: Duration,
+}
+
+/// The supervisor's handle on one helper.
+struct Helper {
+    jobs: mpsc::Sender<Job>,
+    up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Supervisor {
@@ -143,29 +190,21 @@ impl Supervisor {
         let local = tokio::task::LocalSet::new();
         let me = Arc::new(self);
         local.block_on(&rt, async move {
-            // One channel per helper; requests go round the helpers that are up.
+            // One bounded queue per helper; requests go round the helpers that are up.
             let mut helpers = Vec::with_capacity(me.processes);
             for i in 0..me.processes {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(me.queue);
                 let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 tokio::task::spawn_local(keep_running(me.clone(), i, rx, up.clone()));
-                helpers.push((tx, up));
+                helpers.push(Helper { jobs: tx, up });
             }
             let mut next = 0;
             while let Some(job) = jobs.recv().await {
-                // Round the helpers that are up; when none is, the next in turn takes
-                // it: a helper still starting answers it once it runs, one waiting to
-                // be restarted answers it at once without hits.
-                let n = helpers.len();
-                let i = (0..n)
-                    .map(|k| (next + k) % n)
-                    .find(|&i| helpers[i].1.load(std::sync::atomic::Ordering::Relaxed))
-                    .unwrap_or(next % n);
-                next = i + 1;
-                if let Err(mpsc::error::SendError(job)) = helpers[i].0.send(job) {
-                    let _ = job
-                        .reply
-                        .send(Err(Error::new(Failure::Helper, "the helper is gone")));
+                if let Err(job) = dispatch(&helpers, &mut next, job) {
+                    let _ = job.reply.send(Err(Error::new(
+                        Failure::Helper,
+                        "the helpers' queues are full (a helper is wedged or too slow)",
+                    )));
                 }
             }
             // The enricher was dropped (a reload replaced it): the helpers stop with
@@ -174,11 +213,44 @@ impl Supervisor {
     }
 }
 
+/// Hand `job` to the next helper in turn that is up and has room in its queue; when
+/// none is up, to the next in turn (a helper still starting answers it once it runs,
+/// one waiting to be restarted answers it at once without hits). Gives the job back
+/// when no queue takes it.
+fn dispatch(helpers: &[Helper], next: &mut usize, mut job: Job) -> Result<(), Job> {
+    use std::sync::atomic::Ordering;
+    let n = helpers.len();
+    let mut any_up = false;
+    for i in (0..n).map(|k| (*next + k) % n) {
+        if !helpers[i].up.load(Ordering::Relaxed) {
+            continue;
+        }
+        any_up = true;
+        match helpers[i].jobs.try_send(job) {
+            Ok(()) => {
+                *next = i + 1;
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j)) => {
+                job = j
+            }
+        }
+    }
+    if any_up {
+        return Err(job);
+    }
+    let i = *next % n;
+    *next = i + 1;
+    helpers[i].jobs.try_send(job).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
+    })
+}
+
 /// Run helper `i`, restarting it when it ends, until its channel closes.
 async fn keep_running(
     s: Arc<Supervisor>,
     i: usize,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
+    mut jobs: mpsc::Receiver<Job>,
     up: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut pause = Duration::from_secs(1);
@@ -209,12 +281,18 @@ async fn keep_running(
     }
 }
 
+/// A request written to a helper, waiting for its answer.
+struct Waiting {
+    since: Instant,
+    reply: oneshot::Sender<Result<Vec<EnrichHit>, Error>>,
+}
+
 /// Run the helper once. `None`: its channel closed (stop for good); `Some(why)`: it
 /// ended and should be restarted.
 async fn run_once(
     s: &Supervisor,
     i: usize,
-    jobs: &mut mpsc::UnboundedReceiver<Job>,
+    jobs: &mut mpsc::Receiver<Job>,
     up: &std::sync::atomic::AtomicBool,
 ) -> Option<String> {
     let mut command = tokio::process::Command::new(&s.command[0]);
@@ -242,55 +320,98 @@ async fn run_once(
     up.store(true, std::sync::atomic::Ordering::Relaxed);
     let name = s.name.clone();
     tokio::task::spawn_local(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!(enricher = %name, helper = i, pid, "helper: {line}");
+        let mut lines = CappedLines::new(stderr, MAX_LOG_LINE);
+        loop {
+            match lines.next().await {
+                Ok(Line::Whole) => {
+                    let line = String::from_utf8_lossy(lines.line());
+                    tracing::info!(enricher = %name, helper = i, pid, "helper: {line}");
+                }
+                Ok(Line::Cut) => {
+                    let line = String::from_utf8_lossy(lines.line());
+                    tracing::info!(enricher = %name, helper = i, pid, "helper: {line}… (cut at {MAX_LOG_LINE} bytes)");
+                }
+                Ok(Line::End) | Err(_) => break,
+            }
         }
     });
-    let mut out = BufReader::new(stdout).lines();
-    let mut pending: HashMap<u64, oneshot::Sender<Result<Vec<EnrichHit>, Error>>> = HashMap::new();
+    let mut out = CappedLines::new(stdout, MAX_ANSWER);
+    // Ids grow with time: the first entry is the oldest request.
+    let mut pending: BTreeMap<u64, Waiting> = BTreeMap::new();
+    // The table's hard bound; the stall check keeps it far below in practice.
+    let max_pending = s.queue.saturating_mul(8);
     let mut next_id: u64 = 0;
-    let fail_all = |pending: &mut HashMap<u64, oneshot::Sender<_>>, why: &str| {
-        for (_, reply) in pending.drain() {
-            let _ = reply.send(Err(Error::new(Failure::Helper, why)));
+    // Requests serialized but not yet (wholly) taken by the helper's input pipe.
+    let mut outbox: Vec<u8> = Vec::new();
+    let mut written = 0;
+    let mut check = tokio::time::interval((s.stall / 4).max(Duration::from_millis(10)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let fail_all = |pending: &mut BTreeMap<u64, Waiting>, why: &str| {
+        for (_, w) in std::mem::take(pending) {
+            let _ = w.reply.send(Err(Error::new(Failure::Helper, why)));
         }
     };
     let why = loop {
+        // New requests are taken only once the last ones are written: the queue, not
+        // a buffer here, is what fills up behind a helper that does not read.
+        let take = outbox.is_empty() && pending.len() < max_pending;
         tokio::select! {
-            job = jobs.recv() => {
+            job = jobs.recv(), if take => {
                 let Some(job) = job else {
                     fail_all(&mut pending, "the enricher was replaced");
                     return None;
                 };
-                next_id += 1;
-                let mut line = serde_json::json!({
-                    "id": next_id, "kind": job.kind.name(), "value": job.value,
-                })
-                .to_string();
-                line.push('\n');
-                if let Err(e) = stdin.write_all(line.as_bytes()).await {
-                    let _ = job.reply.send(Err(Error::new(Failure::Helper, "the helper does not read")));
-                    break format!("writing to the helper failed: {e}");
-                }
-                // Requests whose callers gave up are forgotten, so a helper that
-                // never answers some ids does not make the table grow.
-                if pending.len() >= 1024 {
-                    pending.retain(|_, r| !r.is_closed());
-                }
-                pending.insert(next_id, job.reply);
-            }
-            line = out.next_line() => match line {
-                Ok(Some(line)) => {
-                    match parse_answer(&line, &s.category) {
-                        Ok((id, result)) => {
-                            if let Some(reply) = pending.remove(&id) {
-                                let _ = reply.send(result);
-                            }
-                        }
-                        Err(e) => break format!("the helper wrote something that is not an answer ({e}): {:.200}", line),
+                let mut job = Some(job);
+                while let Some(j) = job.take() {
+                    // A request whose caller gave up is not written.
+                    if !j.reply.is_closed() {
+                        next_id += 1;
+                        let line = serde_json::json!({
+                            "id": next_id, "kind": j.kind.name(), "value": j.value,
+                        })
+                        .to_string();
+                        outbox.extend_from_slice(line.as_bytes());
+                        outbox.push(b'\n');
+                        pending.insert(next_id, Waiting { since: Instant::now(), reply: j.reply });
+                    }
+                    if outbox.len() < WRITE_BATCH && pending.len() < max_pending {
+                        job = jobs.try_recv().ok();
                     }
                 }
-                Ok(None) => break "the helper closed its output".to_string(),
+            }
+            n = stdin.write(&outbox[written..]), if written < outbox.len() => match n {
+                Ok(0) => break "the helper's input is closed".to_string(),
+                Ok(n) => {
+                    written += n;
+                    if written == outbox.len() {
+                        outbox.clear();
+                        written = 0;
+                    }
+                }
+                Err(e) => break format!("writing to the helper failed: {e}"),
+            },
+            line = out.next() => match line {
+                Ok(Line::Whole) => {
+                    let answer = std::str::from_utf8(out.line())
+                        .map_err(|e| e.to_string())
+                        .and_then(|line| parse_answer(line, &s.category));
+                    match answer {
+                        Ok((id, result)) => {
+                            if let Some(w) = pending.remove(&id) {
+                                let _ = w.reply.send(result);
+                            }
+                        }
+                        Err(e) => break format!(
+                            "the helper wrote something that is not an answer ({e}): {:.200}",
+                            String::from_utf8_lossy(out.line())
+                        ),
+                    }
+                }
+                Ok(Line::Cut) => break format!(
+                    "the helper wrote something that is not an answer (a line longer than {MAX_ANSWER} bytes): {:.200}",
+                    String::from_utf8_lossy(out.line())
+                ),
+                Ok(Line::End) => break "the helper closed its output".to_string(),
                 Err(e) => break format!("reading the helper failed: {e}"),
             },
             status = child.wait() => {
@@ -299,11 +420,104 @@ async fn run_once(
                     Err(e) => format!("the helper failed: {e}"),
                 };
             }
+            _ = check.tick() => {
+                if let Some((_, oldest)) = pending.first_key_value() {
+                    let age = oldest.since.elapsed();
+                    if age > s.stall {
+                        break format!(
+                            "the helper left a request unanswered for {age:.1?} (more than {STALL_TIMEOUTS} timeouts): killed"
+                        );
+                    }
+                }
+            }
         }
     };
     fail_all(&mut pending, &why);
     let _ = child.start_kill();
     Some(why)
+}
+
+/// What [`CappedLines::next`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (without its LF, or the last one before the end without one).
+    Whole,
+    /// The first `cap` bytes of a longer line; the rest of it is skipped.
+    Cut,
+    /// The end of the stream.
+    End,
+}
+
+/// Lines of a pipe, each held up to `cap` bytes whatever the other side writes:
+/// `BufReader::lines` would buffer a line without LF without limit.
+struct CappedLines<R> {
+    reader: BufReader<R>,
+    cap: usize,
+    line: Vec<u8>,
+    /// `line` was handed over; cleared when the next one is read.
+    handed: bool,
+    /// In the rest of a line that was cut: skipped up to its LF.
+    skipping: bool,
+}
+
+impl<R: AsyncRead + Unpin> CappedLines<R> {
+    fn new(reader: R, cap: usize) -> CappedLines<R> {
+        CappedLines {
+            reader: BufReader::new(reader),
+            cap,
+            line: Vec::new(),
+            handed: false,
+            skipping: false,
+        }
+    }
+
+    /// The line [`CappedLines::next`] found last.
+    fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// Read the next line into [`CappedLines::line`]. Cancel-safe (a `select!`
+    /// branch): it waits only on `fill_buf`, and what it took is kept in `self`.
+    async fn next(&mut self) -> std::io::Result<Line> {
+        if self.handed {
+            self.line.clear();
+            self.handed = false;
+        }
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                if self.line.is_empty() {
+                    return Ok(Line::End);
+                }
+                self.handed = true;
+                return Ok(Line::Whole);
+            }
+            let lf = buf.iter().position(|&b| b == b'\n');
+            let end = lf.unwrap_or(buf.len());
+            if self.skipping {
+                self.reader.consume(lf.map_or(end, |p| p + 1));
+                self.skipping = lf.is_none();
+                continue;
+            }
+            let room = self.cap - self.line.len();
+            if end > room {
+                self.line.extend_from_slice(&buf[..room]);
+                self.reader.consume(room);
+                self.skipping = true;
+                self.handed = true;
+                return Ok(Line::Cut);
+            }
+            self.line.extend_from_slice(&buf[..end]);
+            match lf {
+                Some(p) => {
+                    self.reader.consume(p + 1);
+                    self.handed = true;
+                    return Ok(Line::Whole);
+                }
+                None => self.reader.consume(end),
+            }
+        }
+    }
 }
 
 /// One answer line: its id, and the hits or the helper's error.
@@ -366,5 +580,49 @@ mod tests {
         assert_eq!(err.map_err(|e| e.failure).err(), Some(Failure::BadAnswer));
         assert!(parse_answer("hello", "d").is_err());
         assert!(parse_answer(r#"{"hits":[]}"#, "d").is_err());
+    }
+
+    /// Every line [`CappedLines`] finds in `input`, with what it found.
+    fn capped(input: &[u8], cap: usize) -> Vec<(Line, String)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut lines = CappedLines::new(input, cap);
+            let mut got = Vec::new();
+            loop {
+                let found = lines.next().await.expect("read");
+                if found == Line::End {
+                    return got;
+                }
+                got.push((found, String::from_utf8_lossy(lines.line()).into_owned()));
+            }
+        })
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_the_cap_and_their_rest_skipped() {
+        let long = "y".repeat(20_000);
+        let input = format!("short\n{long}\nabcd\nabcde\n\nlast");
+        assert_eq!(
+            capped(input.as_bytes(), 4),
+            [
+                (Line::Cut, "shor".into()),
+                (Line::Cut, "yyyy".into()),
+                (Line::Whole, "abcd".into()),
+                (Line::Cut, "abcd".into()),
+                (Line::Whole, String::new()),
+                (Line::Whole, "last".into()),
+            ]
+        );
+        // A line without LF to the end is cut once, then the stream ends.
+        assert_eq!(
+            capped(long.as_bytes(), 1000),
+            [(Line::Cut, "y".repeat(1000))]
+        );
+        assert_eq!(
+            capped(format!("{long}\nok\n").as_bytes(), 100_000)[1],
+            (Line::Whole, "ok".into())
+        );
     }
 }

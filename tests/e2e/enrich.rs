@@ -346,6 +346,187 @@ fn a_helper_that_crashes_or_writes_garbage_is_restarted() {
     assert!(ask(&srv, "url=four.example").contains("seen=four.example"));
 }
 
+/// The faulty helper with `args`, and settings after the command.
+fn faulty_with(dir: &TempDir, args: &str, settings: &str) -> PathBuf {
+    let helper = example("exec_helper_faults");
+    config(
+        dir,
+        &format!(
+            "[[enricher]]\nname = \"helper\"\ntype = \"exec\"\ncommand = [{:?}{args}]\nnegative_ttl = \"1ms\"\nttl = \"1ms\"\n{settings}",
+            helper.display().to_string()
+        ),
+    )
+}
+
+/// Send `lines` lookups of distinct 8 KB values (`url=<tag>-<i>.example/xx…`) on
+/// each of `conns` connections at once; wait for all the answers. A connection looks
+/// up in parallel the lines of one read (64 KiB): 7 lines at most, or they wait for
+/// one another.
+fn flood(srv: &Server, tag: &str, conns: usize, lines: usize) {
+    let pad = "x".repeat(8 * 1024);
+    let clients: Vec<_> = (0..conns)
+        .map(|c| {
+            let mut s = srv.connect();
+            let req: String = (0..lines)
+                .map(|k| format!("url={tag}-{c}-{k}.example/{pad}\n"))
+                .collect();
+            std::thread::spawn(move || {
+                s.write_all(req.as_bytes()).expect("send");
+                read_answers(&mut s, lines)
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+}
+
+/// The value of a counter line `name{labels} N` in a scrape.
+fn counter(metrics: &str, line: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line:?} in\n{metrics}"))
+}
+
+#[test]
+fn a_helper_slower_than_the_lookups_is_read_while_written_and_never_wedged() {
+    let dir = TempDir::new("enrich-slow");
+    // One request at a time, 100 ms each; every answer is larger than a pipe holds.
+    // The breaker stays out of the way (the lookups that time out are failures).
+    let srv = serve(&faulty_with(
+        &dir,
+        ", \"--slow\", \"100\"",
+        "timeout = \"1s\"\nconcurrency = 64\nbreaker_failures = 100000\n",
+    ));
+    let first = ask(&srv, "url=first.example");
+    assert!(first.contains("|seen=first.example|answered=1|"), "{first}");
+    let pid = helper_pid(&first);
+    // 64 lookups at once, 8 KB each: the helper's input pipe holds 7, so tracer must
+    // write while the helper blocks on writing its answers, and most callers give up
+    // before the helper could read their requests.
+    flood(&srv, "slow", 16, 4);
+    // Let the helper finish what was written to it.
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = ask(&srv, "url=after.example");
+    assert!(
+        after.contains("|seen=after.example|"),
+        "the helper answers no more: {after:?}\n{}",
+        srv.log()
+    );
+    assert_eq!(helper_pid(&after), pid, "the same helper, never restarted");
+    assert!(!srv.log().contains("restarting in"), "{}", srv.log());
+    // Requests whose callers had given up before they could be written were not
+    // written: the helper answered far fewer than the 66 asked of it (about 10 in
+    // the timeout, as many again in its pipes, and these two).
+    let answered: u64 = after
+        .split("|answered=")
+        .nth(1)
+        .and_then(|r| r.split('|').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {after:?}"));
+    assert!(answered <= 40, "the helper answered {answered} requests");
+}
+
+#[test]
+fn a_helper_that_stops_answering_is_killed_and_restarted() {
+    let dir = TempDir::new("enrich-wedged");
+    // Timeout 800 ms.
+    let srv = serve(&faulty(&dir, ""));
+    let first = ask(&srv, "url=one.example");
+    let pid = helper_pid(&first);
+    let started = Instant::now();
+    // Alive, but it reads and answers nothing more.
+    assert_eq!(ask(&srv, "url=hang"), MISS);
+    assert_eq!(ask(&srv, "url=two.example"), MISS);
+    srv.wait_log("unanswered for");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(3000) && took < Duration::from_secs(10),
+        "killed after {took:?} (four timeouts: 3.2 s)"
+    );
+    srv.wait_log("restarting in");
+    std::thread::sleep(Duration::from_millis(1300));
+    let again = ask(&srv, "url=three.example");
+    assert!(again.contains("seen=three.example"), "{again}");
+    assert_ne!(helper_pid(&again), pid, "a new helper process");
+}
+
+#[test]
+fn a_wedged_helper_queues_a_bounded_number_of_requests_and_fails_the_rest_at_once() {
+    let dir = TempDir::new("enrich-queue");
+    // A helper's queue holds `concurrency` requests; the breaker stays out of the way.
+    let srv = serve_with(
+        &faulty_with(
+            &dir,
+            "",
+            "timeout = \"1500ms\"\nconcurrency = 64\nbreaker_failures = 100000\n",
+        ),
+        &["--metrics", "127.0.0.1:0"],
+    );
+    assert!(ask(&srv, "url=one.example").contains("seen=one.example"));
+    let errors = "tracer_enricher_errors_total{enricher=\"helper\",reason=\"helper\"}";
+    assert_eq!(counter(&srv.metrics(), errors), 0);
+    let started = Instant::now();
+    let mut wedge = srv.connect();
+    wedge.write_all(b"url=hang\n").expect("send");
+    std::thread::sleep(Duration::from_millis(100));
+    // 63 requests: 7 fit in the helper's input pipe, the rest wait in its queue,
+    // all past their timeout once answered.
+    flood(&srv, "first", 9, 7);
+    // As many again: the queue is full of requests nobody waits for; those that do
+    // not fit fail at once.
+    flood(&srv, "second", 9, 7);
+    let failed = counter(&srv.metrics(), errors);
+    assert!(
+        !srv.log().contains("unanswered for"),
+        "the helper was killed too soon to tell ({:?}):\n{}",
+        started.elapsed(),
+        srv.log()
+    );
+    assert!(
+        failed >= 32,
+        "{failed} lookups failed at once for a full queue"
+    );
+    assert_eq!(read_answers(&mut wedge, 1), MISS);
+}
+
+#[test]
+fn a_helper_output_line_without_end_is_garbage_and_bounded() {
+    let dir = TempDir::new("enrich-endless");
+    let srv = serve(&faulty(&dir, ""));
+    let first = ask(&srv, "url=one.example");
+    let pid = helper_pid(&first);
+    let rss = srv.rss_kib();
+    // 64 MiB without a newline.
+    assert_eq!(ask(&srv, "url=endless"), MISS);
+    srv.wait_log("not an answer");
+    srv.wait_log("restarting in");
+    let grown = srv.rss_kib().saturating_sub(rss);
+    assert!(grown < 16 * 1024, "tracer grew by {grown} KiB");
+    std::thread::sleep(Duration::from_millis(1300));
+    let again = ask(&srv, "url=two.example");
+    assert!(again.contains("seen=two.example"), "{again}");
+    assert_ne!(helper_pid(&again), pid, "a new helper process");
+}
+
+#[test]
+fn a_long_helper_stderr_line_is_logged_cut() {
+    let dir = TempDir::new("enrich-shout");
+    let srv = serve(&faulty(&dir, ""));
+    // 2 MiB on one line of its standard error, then a short line, then the answer.
+    let got = ask(&srv, "url=shout");
+    assert!(got.contains("seen=shout"), "{got}");
+    srv.wait_log("helper: still talking");
+    let log = srv.log();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 16 * 1024, "a log line of {longest} bytes");
+    assert!(
+        log.contains("helper: yyyyyyyy") && log.contains("(cut at "),
+        "{log:.2000}"
+    );
+}
+
 #[test]
 fn answers_out_of_order_reach_the_right_lines() {
     let dir = TempDir::new("enrich-reverse");
