@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -137,13 +137,16 @@ pub fn build(spec: &Spec) -> Result<Arc<dyn Enricher>, BuildError> {
             shape,
             category: spec.category(),
         }),
-        tls: spec.tls.clone(),
-        ca,
-        timeout: spec.common.timeout,
+        settings: Arc::new(ClientSettings {
+            tls: spec.tls.clone(),
+            ca,
+            timeout: spec.common.timeout,
+        }),
+        alive: Arc::new(()),
     };
     // Refuse a configuration the client cannot be built from now, not at the first
     // lookup.
-    upstream.build_client().map_err(|e| invalid(e.detail))?;
+    upstream.settings.build().map_err(|e| invalid(e.detail))?;
     Ok(Arc::new(RemoteEnricher {
         name: spec.name.clone(),
         kind: spec.kind.name(),
@@ -194,9 +197,32 @@ struct Http {
     headers: reqwest::header::HeaderMap,
     body: Option<String>,
     parser: Arc<Parser>,
+    settings: Arc<ClientSettings>,
+    /// Dropped with the enricher: each thread's table then lets its client go.
+    alive: Arc<()>,
+}
+
+/// What a client is built from.
+struct ClientSettings {
     tls: Tls,
     ca: Vec<reqwest::Certificate>,
     timeout: Duration,
+}
+
+impl ClientSettings {
+    /// A client: reads the system's CA store, so it is built on the reload thread or
+    /// a blocking thread, never on a thread that answers lookups.
+    fn build(&self) -> Result<reqwest::Client, Error> {
+        client::builder(&self.tls, &self.ca, self.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    Failure::Connect,
+                    format!("cannot build the HTTP client: {}", client::error_message(e)),
+                )
+            })
+    }
 }
 
 /// Turns a response body into hits.
@@ -209,52 +235,44 @@ struct Parser {
 thread_local! {
     /// Each thread's clients, by enricher: a pooled connection belongs to the runtime
     /// that made it.
-    static CLIENTS: RefCell<HashMap<u64, reqwest::Client>> = RefCell::new(HashMap::new());
+    static CLIENTS: RefCell<HashMap<u64, (Weak<()>, reqwest::Client)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// This thread's client for enricher `id`: made on a blocking thread the first time
+/// (building one reads the system's CA store from disk).
+async fn thread_client(
+    id: u64,
+    alive: Weak<()>,
+    settings: Arc<ClientSettings>,
+) -> Result<reqwest::Client, Error> {
+    let client = tokio::task::spawn_blocking(move || settings.build())
+        .await
+        .map_err(|e| Error::new(Failure::Connect, format!("building the HTTP client: {e}")))??;
+    CLIENTS.with(|c| {
+        let mut c = c.borrow_mut();
+        // The clients of enrichers a reload replaced go when a new one arrives.
+        c.retain(|_, (alive, _)| alive.strong_count() > 0);
+        c.insert(id, (alive, client.clone()));
+    });
+    Ok(client)
 }
 
 impl Http {
-    fn build_client(&self) -> Result<reqwest::Client, Error> {
-        client::builder(&self.tls, &self.ca, self.timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| {
-                Error::new(
-                    Failure::Connect,
-                    format!("cannot build the HTTP client: {}", client::error_message(e)),
-                )
-            })
-    }
-
-    fn client(&self) -> Result<reqwest::Client, Error> {
-        CLIENTS.with(|c| {
-            if let Some(client) = c.borrow().get(&self.id) {
-                return Ok(client.clone());
-            }
-            let client = self.build_client()?;
-            c.borrow_mut().insert(self.id, client.clone());
-            Ok(client)
-        })
-    }
-
-    fn request(&self, kind: Kind, value: &[u8]) -> Result<reqwest::RequestBuilder, Error> {
-        let text = String::from_utf8_lossy(value);
+    /// The URL and body of a request about `value`.
+    fn request(&self, kind: Kind, value: &[u8]) -> (String, Option<String>) {
         let url = self
             .url
             .replace("{kind}", kind.name())
             .replace("{value}", &url_encode(value));
-        let mut req = self
-            .client()?
-            .request(self.method.clone(), url)
-            .headers(self.headers.clone());
-        if let Some(body) = &self.body {
+        let body = self.body.as_ref().map(|body| {
+            let text = String::from_utf8_lossy(value);
             let quoted = serde_json::to_string(&*text).unwrap_or_default();
             let escaped = &quoted[1..quoted.len().saturating_sub(1).max(1)];
-            req = req.body(
-                body.replace("{kind}", kind.name())
-                    .replace("{value}", escaped),
-            );
-        }
-        Ok(req)
+            body.replace("{kind}", kind.name())
+                .replace("{value}", escaped)
+        });
+        (url, body)
     }
 }
 
@@ -370,10 +388,21 @@ impl Upstream for Http {
         kind: Kind,
         value: &[u8],
     ) -> Pin<Box<dyn Future<Output = Result<Vec<EnrichHit>, Error>>>> {
-        let req = self.request(kind, value);
+        let (url, body) = self.request(kind, value);
+        let cached = CLIENTS.with(|c| c.borrow().get(&self.id).map(|(_, c)| c.clone()));
+        let (id, alive, settings) = (self.id, Arc::downgrade(&self.alive), self.settings.clone());
+        let (method, headers) = (self.method.clone(), self.headers.clone());
         let parser = self.parser.clone();
         Box::pin(async move {
-            let resp = req?.send().await.map_err(|e| {
+            let client = match cached {
+                Some(c) => c,
+                None => thread_client(id, alive, settings).await?,
+            };
+            let mut req = client.request(method, url).headers(headers);
+            if let Some(body) = body {
+                req = req.body(body);
+            }
+            let resp = req.send().await.map_err(|e| {
                 let failure = if e.is_timeout() {
                     Failure::Timeout
                 } else {
