@@ -565,19 +565,22 @@ pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), Ser
                             for what in config.needs_restart(&server.shared.config) {
                                 tracing::warn!("`{what}` changed in the configuration: it takes effect at the next restart");
                             }
-                            if let Some(u) = &updater {
-                                u.reconfigure(config.fetch.feeds.clone());
-                            }
-                            if let (Some(http), Some(settings)) =
-                                (&server.shared.http, &config.http)
-                            {
-                                if let Err(e) = http.reload(settings) {
-                                    tracing::error!(
-                                        "{e}; the HTTP API keeps its users and certificate"
-                                    );
+                            // The feeds first: a plan the engine cannot load (its
+                            // error is logged) changes nothing else either.
+                            if server.shared.engine.reconfigure(plan).is_ok() {
+                                if let Some(u) = &updater {
+                                    u.reconfigure(config.fetch.feeds.clone());
+                                }
+                                if let (Some(http), Some(settings)) =
+                                    (&server.shared.http, &config.http)
+                                {
+                                    if let Err(e) = http.reload(settings) {
+                                        tracing::error!(
+                                            "{e}; the HTTP API keeps its users and certificate"
+                                        );
+                                    }
                                 }
                             }
-                            let _ = server.shared.engine.reconfigure(plan);
                         }
                         Err(e) => tracing::error!(
                             "the configuration cannot be used, nothing changed: {e}"

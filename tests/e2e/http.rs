@@ -808,6 +808,41 @@ fn bodies_held_at_once_are_bounded_in_all() {
 }
 
 #[test]
+fn a_reread_configuration_whose_feeds_fail_changes_nothing() {
+    let dir = TempDir::new("http-partial-reload");
+    let cfg = config(
+        &dir,
+        &format!(
+            "tls = false\n\n[[http.user]]\nname = \"a\"\npassword_hash = {:?}\n",
+            hash_of("first")
+        ),
+        "",
+    );
+    let srv = serve(&cfg, &[]);
+    let addr = http_addr(&srv);
+    let body = lookup(&["gmer.com"]);
+    let as_b = post("/api/1.1/lookup", &basic("b", "second"), &body);
+    assert_eq!(request(&addr, &as_b).status, 401);
+    // A second user, and a feed that cannot be read: the reload fails as a whole.
+    std::fs::write(dir.path("broken.json"), "[{\"ioc\": ").expect("feed");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[feed]]\npath = {:?}\nkey = \"ioc\"\n\n{text}\n[[http.user]]\nname = \"b\"\npassword_hash = {:?}\n",
+            dir.path("broken.json").display().to_string(),
+            hash_of("second")
+        ),
+    )
+    .expect("rewrite");
+    srv.signal("HUP");
+    srv.wait_log("reload failed, still serving the previous index");
+    assert_eq!(request(&addr, &as_b).status, 401);
+    let as_a = post("/api/1.1/lookup", &basic("a", "first"), &body);
+    assert_eq!(request(&addr, &as_a).status, 200);
+}
+
+#[test]
 fn anonymous_beyond_loopback_is_refused_and_users_reload_on_sighup() {
     let dir = TempDir::new("http-users");
     std::fs::write(
