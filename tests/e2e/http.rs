@@ -169,14 +169,14 @@ fn misp(up: &Upstream, more: &str) -> String {
     )
 }
 
-/// The status of `req` once it is `wanted`, or the last one seen after 10 s: for
+/// The answer to `req` once its status is `wanted`, or the last one after 10 s: for
 /// what the server does in its own time (a place taken or freed).
-fn status_once(addr: &str, req: &[u8], wanted: u16) -> u16 {
+fn answer_once(addr: &str, req: &[u8], wanted: u16) -> Resp {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status = request(addr, req).status;
-        if status == wanted || Instant::now() > deadline {
-            return status;
+        let r = request(addr, req);
+        if r.status == wanted || Instant::now() > deadline {
+            return r;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -694,7 +694,11 @@ fn over_max_inflight_is_told_to_retry() {
             )
         })
     };
-    std::thread::sleep(Duration::from_millis(400));
+    // Once the slow lookup holds the one place (its upstream call has begun):
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.calls() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let r = request(&addr, &post("/api/1.1/lookup", "", &lookup(&["gmer.com"])));
     assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("retry-after"), Some("1"));
@@ -724,13 +728,13 @@ fn a_client_that_stops_reading_its_answer_is_closed_and_frees_its_place() {
     stalled.write_all(&big).expect("send");
     let small = post("/api/1.1/lookup", "", &lookup(&["gmer.com"]));
     assert_eq!(
-        status_once(&addr, &small, 429),
+        answer_once(&addr, &small, 429).status,
         429,
         "the stalled lookup holds the one place"
     );
     // Past idle_timeout without progress the stalled connection is closed, and its
     // place is free again.
-    assert_eq!(status_once(&addr, &small, 200), 200);
+    assert_eq!(answer_once(&addr, &small, 200).status, 200);
     // What it was sent ends early: the connection was closed mid-answer.
     stalled
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -800,11 +804,12 @@ fn bodies_held_at_once_are_bounded_in_all() {
             c
         })
         .collect();
-    assert_eq!(status_once(&addr, &fine, 429), 429);
-    assert_eq!(request(&addr, &fine).header("retry-after"), Some("1"));
+    let r = answer_once(&addr, &fine, 429);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("1"));
     // One of them gives up: its share is free again.
     drop(waiting.pop());
-    assert_eq!(status_once(&addr, &fine, 200), 200);
+    assert_eq!(answer_once(&addr, &fine, 200).status, 200);
 }
 
 #[test]
