@@ -805,11 +805,12 @@ fn bodies_held_at_once_are_bounded_in_all() {
         })
         .collect();
     let r = answer_once(&addr, &fine, 429);
-    assert_eq!(r.status, 429);
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("retry-after"), Some("1"));
     // One of them gives up: its share is free again.
     drop(waiting.pop());
-    assert_eq!(answer_once(&addr, &fine, 200).status, 200);
+    let r = answer_once(&addr, &fine, 200);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
 #[test]
