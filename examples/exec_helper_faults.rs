@@ -4,8 +4,14 @@
 //!
 //! - value `crash`: exits at once (status 3), answering nothing;
 //! - value `garbage`: writes a line that is not an answer;
-//! - value `quiet`: answers nothing for that request (the caller's timeout);
-//! - value `hang`: stops reading and answering altogether, alive (a wedged helper);
+//! - a value starting with `quiet` (`quiet`, `quiet-7`): answers nothing for that
+//!   request (the caller's timeout), and says `quiet: not answering VALUE` on its
+//!   standard error;
+//! - value `hang`: says `hang: reading no more` on its standard error, then stops
+//!   reading and answering altogether, alive (a wedged helper);
+//! - value `bye`: exits at once (status 0), leaving the answer to a child process of
+//!   its own that inherits its output and writes the answer 100 ms later (answers
+//!   that reach tracer after it saw the helper exit);
 //! - value `endless`: writes 64 MiB without a newline on its output, then as `hang`;
 //! - value `shout`: writes a 2 MiB line on its standard error, then a line
 //!   `still talking`, then answers as usual;
@@ -16,7 +22,8 @@
 //!   128 KiB `pad` outside the hit, so writing it waits on tracer reading.
 //!
 //! A helper that stops reading (`hang`, `endless`) exits once tracer is gone, so
-//! a test that fails leaves no process behind.
+//! a test that fails leaves no process behind. (`--echo-after MS`, the child `bye`
+//! starts: copies its input to its output after MS ms.)
 //!
 //! Standard library only; `cargo test` builds it with the other examples.
 
@@ -27,25 +34,26 @@ use std::time::Duration;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reverse = args.iter().any(|a| a == "--reverse");
-    if let Some(ms) = args
-        .iter()
-        .position(|a| a == "--slow")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|ms| ms.parse().ok())
-    {
-        return slow(Duration::from_millis(ms));
+    let millis = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis)
+    };
+    if let Some(delay) = millis("--slow") {
+        return slow(delay);
+    }
+    if let Some(delay) = millis("--echo-after") {
+        return echo_after(delay);
     }
     let (tx, rx) = mpsc::channel::<(u64, String)>();
     let writer = std::thread::spawn(move || {
         let stdout = std::io::stdout();
         let pid = std::process::id();
         let answer = |id: u64, value: &str| {
-            let hit = format!(
-                r#"{{"id":{id},"hits":[{{"category":"faulty","context":{{"seen":{},"pid":{pid}}}}}]}}"#,
-                json_string(value)
-            );
             let mut out = stdout.lock();
-            let _ = writeln!(out, "{hit}");
+            let _ = writeln!(out, "{}", answer_line(id, value, pid));
             let _ = out.flush();
         };
         let mut held: Option<(u64, String)> = None;
@@ -90,8 +98,14 @@ fn main() {
                 let _ = writeln!(out, "this is not JSON");
                 let _ = out.flush();
             }
-            "quiet" => {}
-            "hang" => wait_for_tracer_to_go(),
+            quiet if quiet.starts_with("quiet") => {
+                eprintln!("quiet: not answering {quiet}");
+            }
+            "hang" => {
+                eprintln!("hang: reading no more");
+                wait_for_tracer_to_go()
+            }
+            "bye" => answer_after_exit(id, &value),
             "endless" => {
                 let chunk = vec![b'x'; 64 * 1024];
                 let mut out = std::io::stdout().lock();
@@ -121,6 +135,48 @@ fn main() {
     }
     drop(tx);
     let _ = writer.join();
+}
+
+/// One answer of the default modes.
+fn answer_line(id: u64, value: &str, pid: u32) -> String {
+    format!(
+        r#"{{"id":{id},"hits":[{{"category":"faulty","context":{{"seen":{},"pid":{pid}}}}}]}}"#,
+        json_string(value)
+    )
+}
+
+/// `bye`: hand the answer to a child that inherits the output, and exit.
+fn answer_after_exit(id: u64, value: &str) -> ! {
+    let line = answer_line(id, value, std::process::id());
+    let child = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .args(["--echo-after", "100"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+    });
+    match child {
+        Ok(mut child) => {
+            if let Some(mut input) = child.stdin.take() {
+                let _ = writeln!(input, "{line}");
+            }
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("bye: cannot start the child: {e}");
+            std::process::exit(4)
+        }
+    }
+}
+
+/// `--echo-after MS`: read the input to its end, wait, write it out.
+fn echo_after(delay: Duration) {
+    let mut text = Vec::new();
+    if std::io::Read::read_to_end(&mut std::io::stdin(), &mut text).is_err() {
+        return;
+    }
+    std::thread::sleep(delay);
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&text).and_then(|()| out.flush());
 }
 
 /// `--slow`: read a request, wait, answer, then read the next.

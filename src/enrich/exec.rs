@@ -11,20 +11,28 @@
 //! their own, shared by every worker thread: workers hand requests over a channel
 //! and wait for the answer. A helper that exits or writes something that is not an
 //! answer is restarted after a pause (1 s, doubling to 30 s while it keeps failing);
-//! the requests it had in flight end without hits.
+//! the requests it had in flight end without hits, except those it answered before
+//! it went (its output is read to its end, briefly, before they are failed).
 //!
 //! Nothing a helper does can wedge tracer or grow its memory without bound:
 //! - its output is read while its input is written (one task selects on both, and
 //!   writes only what the pipe takes), so a helper blocked on writing answers is
 //!   never left waiting on tracer blocked on writing requests;
-//! - a request whose caller gave up (timeout) before it could be written is
+//! - at most `concurrency` requests are written and unanswered over all the
+//!   helpers (each helper has its share, see [`share`]); the others wait in the
+//!   helper's queue, so the queue, not the helper's input pipe, is what grows behind
+//!   a busy helper, and a request whose caller gave up (timeout) meanwhile is
 //!   dropped, not written;
 //! - each helper's queue holds `concurrency` requests (as many as can be waited on
 //!   at once); when the queues of the helpers that are up are full, a lookup fails
 //!   at once, counted as a helper failure;
-//! - a helper whose oldest unanswered request is older than [`STALL_TIMEOUTS`]
-//!   timeouts is killed and restarted: it is wedged, or answers so late that no one
-//!   waits for its answers any more;
+//! - a helper with requests unanswered that has answered nothing for
+//!   [`STALL_TIMEOUTS`] timeouts is wedged: it is killed and restarted. Progress,
+//!   not the age of the oldest request, is what counts: a one-at-a-time helper
+//!   under load has old requests and is healthy while it answers;
+//! - a request the helper skipped (it answered later ones) and nobody waits for any
+//!   more is forgotten after [`STALL_TIMEOUTS`] timeouts, so such requests do not
+//!   take the helper's share for good;
 //! - output lines are read up to [`MAX_ANSWER`] bytes (a longer one is garbage),
 //!   standard error lines up to [`MAX_LOG_LINE`] (the rest of a longer one is not
 //!   logged).
@@ -66,13 +74,23 @@ struct Job {
 /// Requests waiting in the channel to the supervisor at most (then: busy).
 const QUEUE: usize = 4096;
 
-/// A helper whose oldest unanswered request is older than this many timeouts is
-/// killed and restarted.
+/// A helper with requests unanswered that has answered nothing for this many
+/// timeouts is killed and restarted; a request it skipped is forgotten after as
+/// many.
 const STALL_TIMEOUTS: u32 = 4;
 
 /// ... but never sooner than this (a tiny `timeout` should not make every
 /// hiccup a restart).
 const MIN_STALL: Duration = Duration::from_secs(1);
+
+/// Forgotten requests are logged at most once per this long per helper (with their
+/// count since): a helper that skips requests all the time should not flood the log.
+const FORGOT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a helper's output is still read, once it has exited or closed its
+/// input, for answers it wrote before (its requests' callers may still wait). Short
+/// and bounded: a child of the helper may hold the pipe open.
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// The longest answer line read from a helper; a longer one is garbage.
 const MAX_ANSWER: usize = 1024 * 1024;
@@ -98,14 +116,26 @@ pub fn build(spec: &Spec) -> Result<Arc<dyn Enricher>, BuildError> {
             reason: "`command` is empty".into(),
         });
     }
+    let concurrency = spec.common.concurrency.max(1);
+    let mut processes = exec.processes.max(1);
+    if processes > concurrency {
+        // A helper's share of the requests in flight would be none.
+        tracing::warn!(
+            enricher = %spec.name,
+            "`processes` = {processes} is more than `concurrency` = {concurrency}: \
+             only {concurrency} helpers are started"
+        );
+        processes = concurrency;
+    }
     let (tx, rx) = mpsc::channel(QUEUE);
     let supervisor = Supervisor {
         name: spec.name.clone(),
         command: exec.command.clone(),
         dir: exec.dir.clone(),
-        processes: exec.processes.max(1),
+        processes,
         category: spec.category(),
-        queue: spec.common.concurrency.max(1),
+        queue: concurrency,
+        concurrency,
         stall: (spec.common.timeout * STALL_TIMEOUTS).max(MIN_STALL),
     };
     std::thread::Builder::new()
@@ -165,8 +195,18 @@ struct Supervisor {
     category: String,
     /// Requests waiting for each helper at most (`concurrency`).
     queue: usize,
-    /// A request left unanswered this long marks its helper as wedged.
+    /// Requests written and unanswered over all the helpers at most.
+    concurrency: usize,
+    /// A helper with requests unanswered that answers nothing for this long is
+    /// wedged; a request it skipped is forgotten after as long.
     stall: Duration,
+}
+
+/// Requests helper `i` of `processes` may have written and unanswered: the helpers'
+/// shares add up to `concurrency` (`processes` ≤ `concurrency`, so each has one at
+/// least).
+fn share(concurrency: usize, processes: usize, i: usize) -> usize {
+    concurrency / processes + usize::from(i < concurrency % processes)
 }
 
 /// The supervisor's handle on one helper.
@@ -338,23 +378,27 @@ async fn run_once(
     let mut out = CappedLines::new(stdout, MAX_ANSWER);
     // Ids grow with time: the first entry is the oldest request.
     let mut pending: BTreeMap<u64, Waiting> = BTreeMap::new();
-    // The table's hard bound; the stall check keeps it far below in practice.
-    let max_pending = s.queue.saturating_mul(8);
+    // This helper's share of the requests in flight; the others wait in its queue.
+    let cap = share(s.concurrency, s.processes, i);
     let mut next_id: u64 = 0;
+    // The last answer, or when the helper was last given work while it had none: a
+    // helper with requests pending that answered nothing for `stall` is wedged.
+    let mut last_progress = Instant::now();
+    // The newest request answered: an older one still pending was skipped.
+    let mut newest_answered: u64 = 0;
+    // Skipped requests forgotten and not logged yet, and when that was last logged.
+    let mut forgotten = 0;
+    let mut forgot_logged: Option<Instant> = None;
     // Requests serialized but not yet (wholly) taken by the helper's input pipe.
     let mut outbox: Vec<u8> = Vec::new();
     let mut written = 0;
     let mut check = tokio::time::interval((s.stall / 4).max(Duration::from_millis(10)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let fail_all = |pending: &mut BTreeMap<u64, Waiting>, why: &str| {
-        for (_, w) in std::mem::take(pending) {
-            let _ = w.reply.send(Err(Error::new(Failure::Helper, why)));
-        }
-    };
-    let why = loop {
-        // New requests are taken only once the last ones are written: the queue, not
-        // a buffer here, is what fills up behind a helper that does not read.
-        let take = outbox.is_empty() && pending.len() < max_pending;
+    let ended = loop {
+        // New requests are taken only once the last ones are written, and while the
+        // helper has fewer than its share unanswered: the queue, not a buffer here
+        // or the helper's input pipe, is what fills up behind a busy helper.
+        let take = outbox.is_empty() && pending.len() < cap;
         tokio::select! {
             job = jobs.recv(), if take => {
                 let Some(job) = job else {
@@ -372,15 +416,19 @@ async fn run_once(
                         .to_string();
                         outbox.extend_from_slice(line.as_bytes());
                         outbox.push(b'\n');
-                        pending.insert(next_id, Waiting { since: Instant::now(), reply: j.reply });
+                        let now = Instant::now();
+                        if pending.is_empty() {
+                            last_progress = now;
+                        }
+                        pending.insert(next_id, Waiting { since: now, reply: j.reply });
                     }
-                    if outbox.len() < WRITE_BATCH && pending.len() < max_pending {
+                    if outbox.len() < WRITE_BATCH && pending.len() < cap {
                         job = jobs.try_recv().ok();
                     }
                 }
             }
             n = stdin.write(&outbox[written..]), if written < outbox.len() => match n {
-                Ok(0) => break "the helper's input is closed".to_string(),
+                Ok(0) => break Ended::Gone("the helper's input is closed".to_string()),
                 Ok(n) => {
                     written += n;
                     if written == outbox.len() {
@@ -388,53 +436,127 @@ async fn run_once(
                         written = 0;
                     }
                 }
-                Err(e) => break format!("writing to the helper failed: {e}"),
+                Err(e) => break Ended::Gone(format!("writing to the helper failed: {e}")),
             },
             line = out.next() => match line {
-                Ok(Line::Whole) => {
-                    let answer = std::str::from_utf8(out.line())
-                        .map_err(|e| e.to_string())
-                        .and_then(|line| parse_answer(line, &s.category));
-                    match answer {
-                        Ok((id, result)) => {
-                            if let Some(w) = pending.remove(&id) {
-                                let _ = w.reply.send(result);
-                            }
+                Ok(Line::Whole) => match answer(&out, &s.category) {
+                    Ok((id, result)) => {
+                        last_progress = Instant::now();
+                        if id <= next_id {
+                            newest_answered = newest_answered.max(id);
                         }
-                        Err(e) => break format!(
-                            "the helper wrote something that is not an answer ({e}): {:.200}",
-                            String::from_utf8_lossy(out.line())
-                        ),
+                        if let Some(w) = pending.remove(&id) {
+                            let _ = w.reply.send(result);
+                        }
                     }
-                }
-                Ok(Line::Cut) => break format!(
+                    Err(why) => break Ended::Broken(why),
+                },
+                Ok(Line::Cut) => break Ended::Broken(format!(
                     "the helper wrote something that is not an answer (a line longer than {MAX_ANSWER} bytes): {:.200}",
                     String::from_utf8_lossy(out.line())
-                ),
-                Ok(Line::End) => break "the helper closed its output".to_string(),
-                Err(e) => break format!("reading the helper failed: {e}"),
+                )),
+                Ok(Line::End) => break Ended::Broken("the helper closed its output".to_string()),
+                Err(e) => break Ended::Broken(format!("reading the helper failed: {e}")),
             },
             status = child.wait() => {
-                break match status {
+                break Ended::Gone(match status {
                     Ok(st) => format!("the helper exited ({st})"),
                     Err(e) => format!("the helper failed: {e}"),
-                };
+                });
             }
             _ = check.tick() => {
-                if let Some((_, oldest)) = pending.first_key_value() {
-                    let age = oldest.since.elapsed();
-                    if age > s.stall {
-                        break format!(
-                            "the helper left a request unanswered for {age:.1?} (more than {STALL_TIMEOUTS} timeouts): killed"
-                        );
-                    }
+                let now = Instant::now();
+                let quiet = now.duration_since(last_progress);
+                if !pending.is_empty() && quiet > s.stall {
+                    break Ended::Broken(format!(
+                        "the helper answered nothing for {quiet:.1?} with {} requests unanswered (more than {STALL_TIMEOUTS} timeouts): killed",
+                        pending.len()
+                    ));
+                }
+                // Requests it skipped (it answered later ones) long ago, which no one
+                // waits for any more: forgotten, so that they do not hold its share.
+                let before = pending.len();
+                pending.retain(|&id, w| {
+                    id > newest_answered
+                        || !w.reply.is_closed()
+                        || now.duration_since(w.since) <= s.stall
+                });
+                forgotten += before - pending.len();
+                let log_due = forgot_logged.is_none_or(|t| now.duration_since(t) >= FORGOT_LOG_EVERY);
+                if forgotten > 0 && log_due {
+                    tracing::info!(
+                        enricher = %s.name, helper = i, pid,
+                        "forgot {forgotten} request(s) the helper left unanswered for more than {STALL_TIMEOUTS} timeouts while it answered later ones"
+                    );
+                    forgotten = 0;
+                    forgot_logged = Some(now);
                 }
             }
         }
     };
+    up.store(false, std::sync::atomic::Ordering::Relaxed);
+    let why = match ended {
+        Ended::Gone(why) => {
+            // Answers written before it went may still sit in the pipe: `wait` or a
+            // failed write can be seen before them.
+            let _ = tokio::time::timeout(DRAIN, drain(&mut out, &mut pending, &s.category)).await;
+            why
+        }
+        Ended::Broken(why) => why,
+    };
     fail_all(&mut pending, &why);
     let _ = child.start_kill();
     Some(why)
+}
+
+/// How a helper's run ended.
+enum Ended {
+    /// It exited or stopped taking input: its output is still worth reading.
+    Gone(String),
+    /// Its output is closed, broken or garbage, or it is wedged.
+    Broken(String),
+}
+
+fn fail_all(pending: &mut BTreeMap<u64, Waiting>, why: &str) {
+    for (_, w) in std::mem::take(pending) {
+        let _ = w.reply.send(Err(Error::new(Failure::Helper, why)));
+    }
+}
+
+/// The answer [`CappedLines::line`] holds, or why it is not one.
+fn answer<R: AsyncRead + Unpin>(
+    out: &CappedLines<R>,
+    category: &str,
+) -> Result<(u64, Result<Vec<EnrichHit>, Error>), String> {
+    std::str::from_utf8(out.line())
+        .map_err(|e| e.to_string())
+        .and_then(|line| parse_answer(line, category))
+        .map_err(|e| {
+            format!(
+                "the helper wrote something that is not an answer ({e}): {:.200}",
+                String::from_utf8_lossy(out.line())
+            )
+        })
+}
+
+/// Answer `pending` requests from what is left in a helper's output, up to its end,
+/// the first line that is not an answer, or the moment nothing is pending.
+async fn drain<R: AsyncRead + Unpin>(
+    out: &mut CappedLines<R>,
+    pending: &mut BTreeMap<u64, Waiting>,
+    category: &str,
+) {
+    while !pending.is_empty() {
+        if !matches!(out.next().await, Ok(Line::Whole)) {
+            return;
+        }
+        let Ok((id, result)) = answer(out, category) else {
+            return;
+        };
+        if let Some(w) = pending.remove(&id) {
+            let _ = w.reply.send(result);
+        }
+    }
 }
 
 /// What [`CappedLines::next`] found.
@@ -580,6 +702,21 @@ mod tests {
         assert_eq!(err.map_err(|e| e.failure).err(), Some(Failure::BadAnswer));
         assert!(parse_answer("hello", "d").is_err());
         assert!(parse_answer(r#"{"hits":[]}"#, "d").is_err());
+    }
+
+    #[test]
+    fn the_helpers_shares_add_up_to_the_concurrency() {
+        for concurrency in 1..40 {
+            for processes in 1..=concurrency {
+                let shares: Vec<usize> = (0..processes)
+                    .map(|i| share(concurrency, processes, i))
+                    .collect();
+                assert_eq!(shares.iter().sum::<usize>(), concurrency);
+                assert!(shares
+                    .iter()
+                    .all(|&n| n >= 1 && n <= concurrency.div_ceil(processes)));
+            }
+        }
     }
 
     /// Every line [`CappedLines`] finds in `input`, with what it found.
