@@ -25,7 +25,8 @@ pub struct Sources {
     pub indexes: Vec<PathBuf>,
     pub feeds: Vec<FeedSpec>,
     /// Indexes compiled from downloaded feeds (SPEC §13): served when present; one
-    /// not downloaded yet, or that does not open, is skipped with a warning.
+    /// not downloaded yet, or that cannot be used (see [`unusable`]), is skipped
+    /// with a warning.
     pub fetched: Vec<PathBuf>,
     /// Refuse a feed with any malformed row instead of skipping the row.
     pub strict: bool,
@@ -91,14 +92,16 @@ impl Sources {
                 tracing::warn!(file = %path.display(), "a downloaded feed is not there yet: served once its first download succeeds");
                 continue;
             }
-            // Written by the updater, which rebuilds or downloads again one that does
-            // not open (an older build's format, damage): the rest is served meanwhile.
+            // Written by the updater, which rebuilds or downloads again one that cannot
+            // be used (an older build's format, damage): the rest is served meanwhile.
+            // Any other error fails the load, so a reload keeps what is served.
             let index = match Index::open_with(path, IndexMode::Read) {
                 Ok(index) => index,
-                Err(e) => {
+                Err(e) if unusable(&e) => {
                     tracing::warn!(file = %path.display(), "a downloaded feed's index does not open, skipped until it is compiled or downloaded again: {e}");
                     continue;
                 }
+                Err(e) => return Err(e.into()),
             };
             tracing::info!(
                 file = %path.display(),
@@ -117,6 +120,22 @@ impl Sources {
             parts.push(Index::from_bytes(Path::new("<feeds>"), &image)?);
         }
         Ok(IndexSet::new(parts))
+    }
+}
+
+/// Whether `e` says the file itself cannot be served: another format version,
+/// damage, a file cut short, or gone since it was seen. Other failures (memory, file
+/// descriptors, permissions) may pass and say nothing of the file, so they are not
+/// a reason to stop serving a feed.
+fn unusable(e: &IndexError) -> bool {
+    match e {
+        IndexError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        IndexError::Magic { .. }
+        | IndexError::Version { .. }
+        | IndexError::Endianness { .. }
+        | IndexError::Truncated { .. }
+        | IndexError::Checksum { .. }
+        | IndexError::Corrupt { .. } => true,
     }
 }
 
@@ -158,5 +177,30 @@ mod tests {
         let set = loaded.expect("the local feed is served");
         assert_eq!(set.parts().len(), 1);
         assert_eq!(set.record_count(), 1);
+    }
+
+    #[test]
+    fn a_downloaded_index_that_cannot_be_read_fails_the_load() {
+        // Reading a directory fails as running out of memory or file descriptors
+        // would: an error that says nothing of the file.
+        let dir = std::env::temp_dir().join(format!("tracer-sources-io-{}", std::process::id()));
+        let index = dir.join("feed.tracer");
+        std::fs::create_dir_all(&index).expect("temp dir");
+        let opened = Index::open(&index).map(drop);
+        let loaded = Sources {
+            fetched: vec![index],
+            ..Sources::default()
+        }
+        .load()
+        .map(drop);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            matches!(opened, Err(IndexError::Io { .. })),
+            "an I/O error: {opened:?}"
+        );
+        assert!(
+            matches!(loaded, Err(LoadError::Index(IndexError::Io { .. }))),
+            "{loaded:?}"
+        );
     }
 }

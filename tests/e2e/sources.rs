@@ -291,13 +291,16 @@ fn changes_swap_in_under_load_and_every_failure_keeps_the_data_served() {
     };
     feeds.set_body("ioc,context\nfeed.example,v2\n");
     wait_until("v2 served", || context(&srv).as_deref() == Some("v2"));
-    // Each failure: counted, logged with the age of what is served, v2 stays.
+    // Each failure: counted, logged with the age of what is served, v2 stays. The
+    // server fails before it has v3 (a refresh in between would serve it), and each
+    // mode below fails whatever the body, so the next body is set before its mode.
     let failures = || metric(&srv, "tracer_feed_update_failures_total").unwrap_or(0);
+    feeds.set(Mode::Fail);
     feeds.set_body("ioc,context\nfeed.example,v3\n");
-    for (mode, body) in [
-        (Mode::Fail, None),
-        (Mode::Hangup, None),
-        (Mode::TruncatedGzip, None),
+    for (mode, body, says) in [
+        (Mode::Fail, None, "feed update failed: HTTP status 500"),
+        (Mode::Hangup, None, "feed update failed: request:"),
+        (Mode::TruncatedGzip, None, "gzip"),
         // Most rows suddenly without an indicator: more skipped than max_skipped.
         (
             Mode::Normal,
@@ -305,6 +308,7 @@ fn changes_swap_in_under_load_and_every_failure_keeps_the_data_served() {
                 "ioc,context\nfeed.example,v3\n{}",
                 ",broken\n".repeat(20)
             )),
+            "max_skipped",
         ),
     ] {
         let before = failures();
@@ -312,13 +316,13 @@ fn changes_swap_in_under_load_and_every_failure_keeps_the_data_served() {
             feeds.set_body(b);
         }
         feeds.set(mode);
+        // Its own message: an attempt made in this mode, not one still under way
+        // from the mode before.
+        srv.wait_log(says);
         wait_until(&format!("a failure with {mode:?}"), || failures() > before);
         assert_eq!(context(&srv).as_deref(), Some("v2"), "after {mode:?}");
     }
-    srv.wait_log("feed update failed: HTTP status 500");
     srv.wait_log("still serving the data confirmed");
-    srv.wait_log("gzip");
-    srv.wait_log("max_skipped");
     assert!(metric(&srv, "tracer_feed_age_seconds").is_some_and(|a| a >= 1));
     // Back to a good feed, compressed this time.
     feeds.set_body("ioc,context\nfeed.example,v4\n");
@@ -455,6 +459,40 @@ fn an_index_that_does_not_open_is_rebuilt_from_the_kept_download() {
         dir.path("state/feed.tracer").to_str().expect("path"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_meta_file_time_after_the_year_9999_does_not_stop_the_start() {
+    let feeds = FeedServer::start("ioc,context\nfeed.example,kept\n");
+    let dir = TempDir::new("sources-far-time");
+    let cfg = config(&dir, &feeds, "");
+    let srv = serve(&cfg);
+    assert_eq!(context(&srv).as_deref(), Some("kept"));
+    drop(srv);
+    // A damaged meta file, and an index to rebuild from the kept download.
+    let path = dir.path("state/feed.meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("meta")).expect("json");
+    meta["fetched_unix"] = serde_json::json!(300_000_000_000u64);
+    meta["checked_unix"] = serde_json::json!(300_000_000_000u64);
+    std::fs::write(&path, meta.to_string()).expect("write meta");
+    age_the_index(&dir);
+    feeds.set(Mode::Hangup);
+    let srv = serve(&cfg);
+    srv.wait_log("recompiled from its kept download");
+    assert_eq!(context(&srv).as_deref(), Some("kept"));
+    // Its age unknown: none in the metrics, and a refresh is due at once.
+    assert_eq!(metric(&srv, "tracer_feed_age_seconds"), None);
+    srv.wait_log("feed update failed");
+    let o = tracer(&[
+        "inspect",
+        dir.path("state/feed.tracer").to_str().expect("path"),
+    ]);
+    assert!(
+        stdout(&o).contains("download time unknown"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
