@@ -150,19 +150,9 @@ fn serve(args: &cli::ServeArgs, cli: &Cli) -> anyhow::Result<()> {
     let reread: Option<tracer::serve::Reread> = args.config.clone().map(|path| {
         let (args, cli) = (args.clone(), cli.clone());
         let logging = resolved.log.clone();
-        let state_dir = resolved.serve.fetch.state_dir.clone();
         Box::new(move || {
             let mut r = tracer::config::load(&path).map_err(|e| e.to_string())?;
             args.apply(&cli, &mut r)?;
-            // Downloaded feeds live in the state directory the updater started with:
-            // a plan pointing into another one would serve none of them.
-            if r.serve.fetch.state_dir != state_dir {
-                return Err(format!(
-                    "`state_dir` changed (from {} to {}): it can only change at a restart",
-                    shown_dir(&state_dir),
-                    shown_dir(&r.serve.fetch.state_dir)
-                ));
-            }
             // Logging is set up once, at start.
             if r.log != logging {
                 tracing::warn!("`log`, `log_file` or `log_format` changed in the configuration: it takes effect at the next restart");
@@ -172,9 +162,4 @@ fn serve(args: &cli::ServeArgs, cli: &Cli) -> anyhow::Result<()> {
     });
     tracer::serve::run(resolved.serve, resolved.plan, reread)?;
     Ok(())
-}
-
-fn shown_dir(dir: &Option<std::path::PathBuf>) -> String {
-    dir.as_ref()
-        .map_or_else(|| "none".to_string(), |d| d.display().to_string())
 }

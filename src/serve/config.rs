@@ -166,7 +166,6 @@ impl Config {
         check("log_requests", self.log_requests != running.log_requests);
         check("watch", self.watch != running.watch);
         check("metrics.listen", self.metrics != running.metrics);
-        check("state_dir", self.fetch.state_dir != running.fetch.state_dir);
         check(
             "[[feed]] url (downloads start with the first one)",
             running.fetch.feeds.is_empty() && !self.fetch.feeds.is_empty(),

@@ -419,7 +419,7 @@ async fn route(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
-    let Some(inflight) = Inflight::take(http) else {
+    let Some(mut inflight) = Inflight::take(http) else {
         return retry_later("too many lookups under way (max_inflight)");
     };
     let too_large = || {
@@ -439,11 +439,10 @@ async fn route(
     if announced.is_some_and(|n| n > settings.max_body as u64) {
         return too_large();
     }
-    let mut inflight = inflight;
     // What is announced is reserved at once, so a request that cannot fit is told
     // before it is read.
     if !inflight.reserve(announced.unwrap_or(0) as usize) {
-        return retry_later("too many request bodies held at once (4 × max_body in all)");
+        return retry_later(OVER_BUDGET);
     }
     let body = match tokio::time::timeout(
         settings.request_timeout,
@@ -458,9 +457,7 @@ async fn route(
             )
         }
         Ok(Err(BodyError::TooLarge)) => return too_large(),
-        Ok(Err(BodyError::OverBudget)) => {
-            return retry_later("too many request bodies held at once (4 × max_body in all)")
-        }
+        Ok(Err(BodyError::OverBudget)) => return retry_later(OVER_BUDGET),
         Ok(Err(BodyError::Read(e))) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -645,6 +642,8 @@ fn accepts_json<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> bool {
         None => !any,
     }
 }
+
+const OVER_BUDGET: &str = "too many request bodies held at once (4 × max_body in all)";
 
 /// All lookups' bodies at once, at most: four of the largest allowed.
 pub fn body_budget(settings: &HttpSettings) -> usize {

@@ -561,6 +561,18 @@ pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), Ser
                 Some(reread) => {
                     tracing::info!("SIGHUP: re-reading the configuration and reloading");
                     match reread() {
+                        // Downloaded feeds live in the state directory the updater
+                        // started with: a plan pointing into another one would serve
+                        // none of them.
+                        Ok((config, _))
+                            if config.fetch.state_dir != server.shared.config.fetch.state_dir =>
+                        {
+                            tracing::error!(
+                                "the configuration cannot be used, nothing changed: `state_dir` changed (from {} to {}): it can only change at a restart",
+                                shown_dir(&server.shared.config.fetch.state_dir),
+                                shown_dir(&config.fetch.state_dir)
+                            );
+                        }
                         Ok((config, plan)) => {
                             for what in config.needs_restart(&server.shared.config) {
                                 tracing::warn!("`{what}` changed in the configuration: it takes effect at the next restart");
@@ -602,4 +614,9 @@ pub fn run(config: Config, plan: Plan, reread: Option<Reread>) -> Result<(), Ser
     notify(&[sd_notify::NotifyState::Stopping]);
     server.shutdown();
     Ok(())
+}
+
+fn shown_dir(dir: &Option<std::path::PathBuf>) -> String {
+    dir.as_ref()
+        .map_or_else(|| "none".to_string(), |d| d.display().to_string())
 }

@@ -563,15 +563,8 @@ impl Updater {
             }
         }
         if !missing.is_empty() {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("cannot start the feed downloader: {e}");
-                    return;
-                }
+            let Some(rt) = downloader_runtime() else {
+                return;
             };
             let started = std::time::Instant::now();
             let answers: std::cell::RefCell<Vec<Option<Result<Answer, String>>>> =
@@ -652,15 +645,8 @@ impl Updater {
         std::thread::Builder::new()
             .name("tracer-feeds".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!("cannot start the feed downloader: {e}");
-                        return;
-                    }
+                let Some(rt) = downloader_runtime() else {
+                    return;
                 };
                 rt.block_on(async move {
                     let mut due: BTreeMap<String, Due> = BTreeMap::new();
@@ -1027,6 +1013,16 @@ impl Updater {
 
 /// Whether a download for a feed whose state directory is as `local` says may send
 /// the meta file's validators: only when the index there fits them.
+/// The runtime downloads run on (the start's, then the feeds' thread's); `None`,
+/// logged, when it cannot be made.
+fn downloader_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| tracing::error!("cannot start the feed downloader: {e}"))
+        .ok()
+}
+
 fn conditional(local: Local) -> bool {
     matches!(local, Local::Ready | Local::Rebuilt)
 }
@@ -1093,14 +1089,7 @@ fn redirect_check(
     let Some(first) = previous.first() else {
         return Ok(());
     };
-    let origin = |u: &reqwest::Url| {
-        (
-            u.scheme().to_string(),
-            u.host_str().map(str::to_string),
-            u.port_or_known_default(),
-        )
-    };
-    if sends_secrets && origin(first) != origin(next) {
+    if sends_secrets && first.origin() != next.origin() {
         return Err(format!(
             "redirect to {} refused: the feed's headers and credentials are sent only to {}",
             shown_target(next),
@@ -1116,12 +1105,9 @@ fn shown_target(u: &reqwest::Url) -> String {
     format!("{}{}", shown_origin(u), u.path())
 }
 
-/// `scheme://host[:port]`.
+/// `scheme://host[:port]` (the port when it is not the scheme's default).
 fn shown_origin(u: &reqwest::Url) -> String {
-    match u.port() {
-        Some(port) => format!("{}://{}:{port}", u.scheme(), u.host_str().unwrap_or("")),
-        None => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")),
-    }
+    u.origin().ascii_serialization()
 }
 
 #[cfg(test)]
@@ -1157,6 +1143,12 @@ mod tests {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).expect("state dir");
             StateDir(dir)
+        }
+
+        /// A kept download of feed `feed` (one row), as a finished download leaves it.
+        fn keep_download(&self) {
+            std::fs::write(self.0.join("feed.csv"), "ioc,context\nfeed.example,v1\n")
+                .expect("feed");
         }
     }
 
@@ -1250,13 +1242,7 @@ mod tests {
     fn a_meta_file_time_after_the_year_9999_is_unknown_when_recompiling() {
         let dir = StateDir::new("far");
         let url = "http://127.0.0.1:1/feeds/feed.csv";
-        std::fs::write(
-            dir.0.join("feed.csv"),
-            "ioc,context
-feed.example,v1
-",
-        )
-        .expect("feed");
+        dir.keep_download();
         std::fs::write(dir.0.join("feed.tracer"), b"damaged").expect("index");
         old_meta(&dir.0, url, None, 300_000_000_000, 300_000_000_000);
         let f = feed(url);
@@ -1353,13 +1339,7 @@ feed.example,v1
     fn a_changed_password_and_an_older_builds_url_hash_keep_the_index() {
         let dir = StateDir::new("password");
         let url = "http://feeder:old-pw@127.0.0.1:1/feeds/feed.csv";
-        std::fs::write(
-            dir.0.join("feed.csv"),
-            "ioc,context
-feed.example,v1
-",
-        )
-        .expect("feed");
+        dir.keep_download();
         old_meta(&dir.0, url, Some("\"e1\""), 1_700_000_000, 1_700_000_000);
         let f = feed(url);
         let u = Updater::new(dir.0.clone(), vec![f.clone()]).expect("updater");
@@ -1383,13 +1363,7 @@ feed.example,v1
     fn an_index_is_read_again_only_when_its_file_changed() {
         let dir = StateDir::new("stamp");
         let url = "http://127.0.0.1:1/feeds/feed.csv";
-        std::fs::write(
-            dir.0.join("feed.csv"),
-            "ioc,context
-feed.example,v1
-",
-        )
-        .expect("feed");
+        dir.keep_download();
         old_meta(&dir.0, url, None, 1_700_000_000, 1_700_000_000);
         let f = feed(url);
         let u = Updater::new(dir.0.clone(), vec![f.clone()]).expect("updater");
@@ -1439,13 +1413,7 @@ feed.example,v1
         u.reconfigure(vec![f.clone()]);
         assert_eq!(age(), None);
         // A kept download to rebuild from: the data confirmed then is served.
-        std::fs::write(
-            dir.0.join("feed.csv"),
-            "ioc,context
-feed.example,v1
-",
-        )
-        .expect("feed");
+        dir.keep_download();
         assert_eq!(u.prepare(&f), Local::Rebuilt);
         assert_eq!(age(), from_unix(checked));
     }
@@ -1457,13 +1425,7 @@ feed.example,v1
         });
         let dir = StateDir::new("304");
         let url = format!("http://{addr}/feeds/feed.csv");
-        std::fs::write(
-            dir.0.join("feed.csv"),
-            "ioc,context
-feed.example,v1
-",
-        )
-        .expect("feed");
+        dir.keep_download();
         old_meta(&dir.0, &url, None, 1_700_000_000, 1_700_000_000);
         let f = feed(&url);
         let u = Updater::new(dir.0.clone(), vec![f.clone()]).expect("updater");
